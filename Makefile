@@ -1,0 +1,26 @@
+# Every target creates .venv and installs what it needs on first use.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.spnir-installed
+
+.PHONY: test demo bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+demo: $(STAMP)
+	$(VENV)/bin/spnir demo
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,107 @@
+"""The preset registry: ``@register_model`` on a preset function, ``create_model(name, ...)`` to build one.
+
+A preset is a plain function ``preset(scale=None, **overrides) -> nn.Module`` that fills in the keyword
+arguments of a family's model class, so its definition is a few visible lines. Each family registers its
+checkpoint filter (official format -> our state_dict keys) beside its model code.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from spnir.errors import SpnirError
+
+StateDict = dict[str, Any]
+CheckpointFilter = Callable[[StateDict, nn.Module], StateDict]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One registered preset: its builder and what is known about it."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    family: str
+    scales: tuple[int, ...] | None = None  # None: not an SR model (output size == input size)
+    task: str = "sr"
+    params: dict[int | None, int] = field(default_factory=dict)  # official parameter counts by scale
+    description: str = ""
+
+
+_PRESETS: dict[str, Preset] = {}
+_FILTERS: dict[str, CheckpointFilter] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    task: str,
+    scales: tuple[int, ...] | None = None,
+    params: dict[int | None, int] | None = None,
+    description: str = "",
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a preset function under ``name``."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _PRESETS:
+            raise RuntimeError(f"preset {name!r} registered twice")
+        _PRESETS[name] = Preset(name, fn, family, scales, task, dict(params or {}), description)
+        return fn
+
+    return wrap
+
+
+def register_checkpoint_filter(family: str) -> Callable[[CheckpointFilter], CheckpointFilter]:
+    """Decorator registering the function that maps a family's official checkpoint keys to ours."""
+
+    def wrap(fn: CheckpointFilter) -> CheckpointFilter:
+        _FILTERS[family] = fn
+        return fn
+
+    return wrap
+
+
+def checkpoint_filter(family: str) -> CheckpointFilter | None:
+    return _FILTERS.get(family)
+
+
+def get_preset(name: str) -> Preset:
+    """The registered preset ``name``; an unknown name suggests the nearest ones."""
+    _import_families()
+    if name not in _PRESETS:
+        near = difflib.get_close_matches(name, _PRESETS, n=3)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise SpnirError(f"unknown model preset {name!r}{hint}; known: {', '.join(sorted(_PRESETS))}")
+    return _PRESETS[name]
+
+
+def list_models() -> list[str]:
+    """Names of all registered presets, sorted."""
+    _import_families()
+    return sorted(_PRESETS)
+
+
+def create_model(name: str, scale: int | None = None, **overrides: Any) -> nn.Module:
+    """Build preset ``name`` (``scale`` is required for SR presets and refused by the others)."""
+    preset = get_preset(name)
+    if preset.scales is None:
+        if scale not in (None, 1):
+            raise SpnirError(f"preset {name!r} does not upscale; got scale={scale}")
+        model = preset.build(**overrides)
+    else:
+        if scale is None:
+            raise SpnirError(f"preset {name!r} needs a scale, one of {preset.scales}")
+        if scale not in preset.scales:
+            raise SpnirError(f"preset {name!r} supports scales {preset.scales}; got scale={scale}")
+        model = preset.build(scale=scale, **overrides)
+    model.spnir_preset = {"name": name, "scale": scale, "overrides": dict(overrides)}
+    return model
+
+
+def _import_families() -> None:
+    # Families register themselves on import; the list is explicit, not discovered by file name.
+    from spnir.archs import FAMILY_MODULES  # noqa: F401  (importing spnir.archs imports them all)

@@ -1,0 +1,46 @@
+"""The ``spnir`` command: one sub-command per module under :mod:`spnir.commands`.
+
+Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+A module is imported only when its command runs, so ``spnir --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from spnir.errors import SpnirError
+
+# command name -> (module under spnir.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "weights": ("weights", "place and verify ImageNet VGG weights in the torch hub cache"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="spnir", description="SPN (self-prior guided negative loss) for image restoration."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(f"spnir.commands.{module_name}").add_arguments(p)
+    args = parser.parse_args(argv)
+    module = importlib.import_module(f"spnir.commands.{COMMANDS[args.command][0]}")
+    try:
+        return int(module.run(args) or 0)
+    except SpnirError as exc:
+        print(f"spnir {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spnir {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``spnir`` command line (see :mod:`spnir.cli`)."""

@@ -1,0 +1,168 @@
+"""VGG feature extractor with BasicSR's layer names, loading torchvision-format weight files.
+
+``VGGFeatures("vgg16", ["relu1_2", "relu2_2", "relu3_3"])`` returns a dict of those feature maps and
+computes nothing past the last one. Parameters never require gradients.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from spnir.errors import SpnirError
+from spnir.vgg_weights import resolve_vgg_weights
+
+# Convolution widths per block, and the names torchvision's ``features`` indices carry in BasicSR.
+_BLOCKS = {
+    "vgg16": (2, 2, 3, 3, 3),
+    "vgg19": (2, 2, 4, 4, 4),
+}
+_WIDTHS = (64, 128, 256, 512, 512)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def layer_names(kind: str) -> list[str]:
+    """BasicSR's names for the entries of torchvision's ``vgg.features``, in order."""
+    if kind not in _BLOCKS:
+        raise SpnirError(f"unknown VGG kind {kind!r}; expected one of {', '.join(_BLOCKS)}")
+    names: list[str] = []
+    for block, convs in enumerate(_BLOCKS[kind], start=1):
+        for i in range(1, convs + 1):
+            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
+        names.append(f"pool{block}")
+    return names
+
+
+class VGGFeatures(nn.Module):
+    """Named VGG feature maps of an image batch in ``[0, 1]`` (or ``[-1, 1]`` with ``range_norm``).
+
+    Args:
+        kind: ``"vgg16"`` or ``"vgg19"``.
+        layers: names to return (``conv1_1``, ``relu1_1``, ..., ``pool5``).
+        weights: ``"imagenet"`` (torchvision's file in the torch hub cache), a path to a
+            torchvision-format file, or ``"random"`` (seeded Kaiming init; not the method's feature space).
+        input_norm: subtract ImageNet mean and divide by std, as torchvision's weights expect.
+        range_norm: map inputs from ``[-1, 1]`` to ``[0, 1]`` first.
+        seed: seed of the random weights.
+    """
+
+    def __init__(
+        self,
+        kind: str = "vgg16",
+        layers: Iterable[str] = ("relu1_2", "relu2_2", "relu3_3"),
+        weights: str | os.PathLike = "imagenet",
+        input_norm: bool = True,
+        range_norm: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        names = layer_names(kind)
+        self.kind = kind
+        self.layers = list(layers)
+        if not self.layers:
+            raise SpnirError("VGGFeatures needs at least one layer name")
+        unknown = [name for name in self.layers if name not in names]
+        if unknown:
+            raise SpnirError(f"{kind} has no layer(s) {unknown}; its layers are {', '.join(names)}")
+        depth = max(names.index(name) for name in self.layers) + 1
+        self.names = names[:depth]
+        self.body = nn.Sequential(*_build_layers(kind, depth))
+        path = resolve_vgg_weights(kind, weights)
+        if path is None:
+            _random_init(self.body, seed)
+            self.feature_space = f"{kind} with seeded random weights (seed {seed}), not ImageNet"
+        else:
+            self.body.load_state_dict(_load_torchvision_features(path, kind, depth))
+            self.feature_space = f"{kind} ImageNet weights from {path}"
+        self.input_norm = input_norm
+        self.range_norm = range_norm
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "VGGFeatures":
+        # A fixed feature space: never in training mode (VGG has no dropout here, but stay explicit).
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.range_norm:
+            x = (x + 1) / 2
+        if self.input_norm:
+            x = (x - self.mean) / self.std
+        wanted = set(self.layers)
+        out: dict[str, torch.Tensor] = {}
+        for name, layer in zip(self.names, self.body):
+            x = layer(x)
+            if name in wanted:
+                out[name] = x
+        return out
+
+    def extra_repr(self) -> str:
+        return f"layers={self.layers}, feature_space={self.feature_space!r}"
+
+
+def _build_layers(kind: str, depth: int) -> list[nn.Module]:
+    """The first ``depth`` entries of torchvision's ``vgg.features`` for ``kind``."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for convs, width in zip(_BLOCKS[kind], _WIDTHS):
+        for _ in range(convs):
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=False)]
+            channels = width
+        layers.append(nn.MaxPool2d(2, 2))
+        if len(layers) >= depth:
+            break
+    return layers[:depth]
+
+
+def _random_init(body: nn.Sequential, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for layer in body:
+        if isinstance(layer, nn.Conv2d):
+            fan_out = layer.out_channels * layer.kernel_size[0] * layer.kernel_size[1]
+            with torch.no_grad():
+                layer.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=generator)
+                layer.bias.zero_()
+
+
+def _conv_shapes(kind: str) -> dict[str, tuple[int, ...]]:
+    """``features`` state_dict keys of torchvision's ``kind`` and their shapes."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    index, channels = 0, 3
+    for convs, width in zip(_BLOCKS[kind], _WIDTHS):
+        for _ in range(convs):
+            shapes[f"{index}.weight"] = (width, channels, 3, 3)
+            shapes[f"{index}.bias"] = (width,)
+            index, channels = index + 2, width
+        index += 1
+    return shapes
+
+
+def _load_torchvision_features(path: os.PathLike, kind: str, depth: int) -> dict[str, torch.Tensor]:
+    """Read a torchvision VGG file (whole model or ``features`` only) and check it is ``kind``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SpnirError(f"{path}: cannot load as a weights-only torch file ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise SpnirError(f"{path}: expected a state_dict, got {type(state).__name__}")
+    features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    if not features:
+        features = dict(state)
+    expected = _conv_shapes(kind)
+    if set(features) != set(expected):
+        other = next((k for k in _BLOCKS if k != kind and set(features) == set(_conv_shapes(k))), None)
+        found = f"a {other} file" if other else f"keys {sorted(features)[:6]}..."
+        raise SpnirError(f"{path}: expected torchvision {kind} weights (features.N.weight/bias), found {found}")
+    for key, tensor in features.items():
+        if tuple(tensor.shape) != expected[key]:
+            raise SpnirError(
+                f"{path}: features.{key} has shape {tuple(tensor.shape)}, expected {expected[key]} for {kind}"
+            )
+    return {k: v for k, v in features.items() if int(k.split(".")[0]) < depth}

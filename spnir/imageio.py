@@ -1,0 +1,127 @@
+"""Reading and writing images as float tensors, with clear errors for files that are not what we expect.
+
+Convention everywhere in spnir: an image is a ``float32`` tensor ``(3, H, W)``, RGB, values in ``[0, 1]``;
+8-bit files map ``v -> v / 255`` and are written back with ``round(clamp(x, 0, 1) * 255)`` as BasicSR's
+``tensor2img`` does.
+
+What is converted, and reported in :attr:`LoadedImage.notes`:
+- grayscale (``L``, palette without colour) is replicated to three channels, as the SR field does for
+  Set14's ``bridge.png``;
+- RGBA / LA with a fully opaque alpha channel drop the alpha channel.
+
+What is rejected with a :class:`~spnir.errors.SpnirError` naming the file: unreadable or truncated files,
+images with real transparency, 16-bit files (benchmarks and metrics assume 8 bits per channel).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from spnir.errors import SpnirError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass
+class LoadedImage:
+    """An image read from disk: ``data`` is ``(3, H, W)`` float32 in ``[0, 1]``."""
+
+    data: torch.Tensor
+    path: Path
+    notes: list[str] = field(default_factory=list)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when the file name has one of the image extensions spnir reads."""
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Sorted image files in ``folder`` (raises if it is missing or holds no images)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SpnirError(f"{folder}: not a folder of images")
+    pattern = "**/*" if recursive else "*"
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
+    if not files:
+        raise SpnirError(
+            f"{folder}: no image files found (expected {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return files
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    with open(path, "rb") as fh:
+        head = fh.read(25)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 25:
+        return head[24]
+    return None
+
+
+def load_image(path: str | os.PathLike) -> LoadedImage:
+    """Read an 8-bit image file as ``(3, H, W)`` float32 RGB in ``[0, 1]``; see the module doc."""
+    path = Path(path)
+    notes: list[str] = []
+    if not path.is_file():
+        raise SpnirError(f"{path}: no such image file")
+    if _png_bit_depth(path) == 16:
+        raise SpnirError(f"{path}: 16-bit PNG; expected 8 bits per channel (convert it to 8-bit first)")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                raise SpnirError(f"{path}: {mode} image (16/32-bit); expected 8 bits per channel")
+            if mode == "P":
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+                mode = img.mode
+            if mode in ("RGBA", "LA"):
+                alpha = np.asarray(img.getchannel("A"))
+                if alpha.min() < 255:
+                    raise SpnirError(
+                        f"{path}: image has transparency (alpha channel below 255); expected opaque RGB"
+                    )
+                notes.append("opaque alpha channel dropped")
+                img = img.convert("RGB" if mode == "RGBA" else "L")
+                mode = img.mode
+            if mode in ("L", "1"):
+                notes.append("grayscale, replicated to 3 channels")
+                img = img.convert("RGB")
+            elif mode != "RGB":
+                notes.append(f"{mode} converted to RGB")
+                img = img.convert("RGB")
+            array = np.asarray(img, dtype=np.uint8)
+    except SpnirError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SpnirError(f"{path}: cannot read image ({exc}); expected an intact 8-bit image file") from exc
+    data = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return LoadedImage(data=data, path=path, notes=notes)
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """Shortcut for ``load_image(path).data``."""
+    return load_image(path).data
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8, rounding as BasicSR's ``tensor2img``."""
+    if image.dim() != 3:
+        raise SpnirError(f"expected a (C, H, W) image tensor, got shape {tuple(image.shape)}")
+    array = image.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu()
+    return array.permute(1, 2, 0).numpy()
+
+
+def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write a ``(3, H, W)`` float image as 8-bit; the file appears whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    Image.fromarray(to_uint8(image)).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,166 @@
+"""History negatives: lagging copies of the target network, refreshed from it by EMA on a schedule.
+
+At creation a negative is ``theta_neg = init_decay * theta_fresh + (1 - init_decay) * theta_target``
+(``theta_fresh``: a freshly initialised copy; the official code's ``neg_start``). Negative ``k`` is
+refreshed every ``periods[k]`` steps: ``theta_neg = decays[k] * theta_neg + (1 - decays[k]) * theta_target``
+(parameters averaged, buffers copied). A period of 0 disables the periodic refresh of that negative.
+With ``adaptive_threshold`` set, one negative (round robin) is also refreshed with ``adaptive_decay`` on
+every step whose batch residual std ``std(2 * (out - gt))`` (per image, averaged over the batch) exceeds
+the threshold; the official adaptive setting is ``periods=(0,) * N, adaptive_threshold=0.022,
+adaptive_decay=0.001``.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from spnir.ema import _Pairing, check_same_architecture, ema_update_, unwrap
+from spnir.errors import SpnirError
+
+FreshModel = nn.Module | Callable[[], nn.Module]
+
+
+def reinitialized_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose layers were re-initialised with their own ``reset_parameters``."""
+    fresh = copy.deepcopy(model)
+    for module in fresh.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return fresh
+
+
+class NegativeBank(nn.Module):
+    """The negative models of SPN and their refresh schedule.
+
+    ``bank(x)`` returns the list of the negatives' outputs, computed without autograd.
+    ``bank.step()`` (once per optimisation step) advances the schedule and refreshes what is due.
+
+    Args:
+        model: the target network (DDP/compile wrappers are looked through).
+        periods: refresh period of each negative in steps (0: never periodically).
+        decays: EMA decay of each negative's refresh.
+        init_decay: weight of a freshly initialised model in each negative at creation (0: exact copy).
+        fresh_model: the fresh model for ``init_decay > 0``: a module or a factory; default re-initialises
+            a copy of the target with each layer's ``reset_parameters``.
+        adaptive_threshold: refresh one negative whenever the batch residual std exceeds this (None: off).
+        adaptive_decay: decay of the adaptive refresh.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        periods: Sequence[int] = (100,),
+        decays: Sequence[float] = (0.1,),
+        init_decay: float = 0.0,
+        fresh_model: FreshModel | None = None,
+        adaptive_threshold: float | None = None,
+        adaptive_decay: float = 0.001,
+    ) -> None:
+        super().__init__()
+        periods, decays = tuple(int(p) for p in periods), tuple(float(d) for d in decays)
+        if len(periods) != len(decays):
+            raise SpnirError(
+                f"periods and decays need one entry per negative; got {len(periods)} periods {periods} "
+                f"and {len(decays)} decays {decays}"
+            )
+        if not periods:
+            raise SpnirError("NegativeBank needs at least one negative (periods/decays are empty)")
+        if any(p < 0 for p in periods):
+            raise SpnirError(f"periods must be >= 0 (0: no periodic refresh); got {periods}")
+        for name, value in [("init_decay", init_decay), ("adaptive_decay", adaptive_decay), *(("decays", d) for d in decays)]:
+            if not 0.0 <= value <= 1.0:
+                raise SpnirError(f"{name} must be in [0, 1]; got {value}")
+        if adaptive_threshold is None and all(p == 0 for p in periods):
+            raise SpnirError("every period is 0 and adaptive_threshold is unset: the negatives would never refresh")
+        self.periods, self.decays = periods, decays
+        self.init_decay = float(init_decay)
+        self.adaptive_threshold = adaptive_threshold
+        self.adaptive_decay = float(adaptive_decay)
+        target = unwrap(model)
+        self.__dict__["target"] = target  # not a submodule: the target's weights are not the bank's
+        self.models = nn.ModuleList(self._create_negative(target, fresh_model) for _ in periods)
+        self._pairings = [_Pairing(neg, target) for neg in self.models]
+        self.steps = 0
+        self.adaptive_refreshes = 0
+        self._pending_residual_std: float | None = None
+
+    def _create_negative(self, target: nn.Module, fresh_model: FreshModel | None) -> nn.Module:
+        negative = copy.deepcopy(target)
+        if self.init_decay > 0.0:
+            fresh = fresh_model() if callable(fresh_model) and not isinstance(fresh_model, nn.Module) else fresh_model
+            fresh = reinitialized_copy(target) if fresh is None else unwrap(fresh)
+            check_same_architecture(target, fresh, "fresh_model")
+            negative.load_state_dict(fresh.state_dict())
+            ema_update_(negative, target, self.init_decay)
+        return negative.eval().requires_grad_(False)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def train(self, mode: bool = True) -> "NegativeBank":
+        return super().train(False)  # negatives are fixed functions between refreshes
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [negative(x) for negative in self.models]
+
+    def refresh(self, index: int, decay: float) -> None:
+        """``theta_neg[index] = decay * theta_neg[index] + (1 - decay) * theta_target`` now."""
+        ema_update_(self.models[index], self.target, decay, self._pairings[index])
+
+    @torch.no_grad()
+    def observe(self, out: torch.Tensor, gt: torch.Tensor) -> float:
+        """Record the batch residual std for the adaptive refresh applied at the next :meth:`step`."""
+        residual = 2 * (out.detach().float() - gt.float())
+        std = residual.flatten(1).std(dim=1).mean().item()
+        self._pending_residual_std = std
+        return std
+
+    def step(self) -> list[int]:
+        """Advance one optimisation step; refresh the negatives that are due. Returns their indices."""
+        self.steps += 1
+        refreshed = []
+        for index, (period, decay) in enumerate(zip(self.periods, self.decays)):
+            if period and self.steps % period == 0:
+                self.refresh(index, decay)
+                refreshed.append(index)
+        if self.adaptive_threshold is not None:
+            if self._pending_residual_std is None:
+                raise SpnirError("adaptive refresh needs the batch residual: pass gt, as in spn(lq, out, gt=gt)")
+            if self._pending_residual_std > self.adaptive_threshold:
+                index = self.adaptive_refreshes % len(self.models)
+                self.refresh(index, self.adaptive_decay)
+                self.adaptive_refreshes += 1
+                refreshed.append(index)
+            self._pending_residual_std = None
+        return refreshed
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"steps": self.steps, "adaptive_refreshes": self.adaptive_refreshes,
+                "periods": self.periods, "decays": self.decays}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if tuple(state["periods"]) != self.periods or tuple(state["decays"]) != self.decays:
+            raise SpnirError(
+                f"saved negatives have periods {tuple(state['periods'])} / decays {tuple(state['decays'])}, "
+                f"this bank has {self.periods} / {self.decays}"
+            )
+        self.steps = int(state["steps"])
+        self.adaptive_refreshes = int(state["adaptive_refreshes"])
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        expected = {k: tuple(v.shape) for k, v in self.state_dict().items() if torch.is_tensor(v)}
+        got = {k: tuple(v.shape) for k, v in state_dict.items() if torch.is_tensor(v)}
+        if strict and expected != got:
+            missing = sorted(set(expected) - set(got))[:5]
+            unexpected = sorted(set(got) - set(expected))[:5]
+            shapes = [k for k in expected if k in got and got[k] != expected[k]][:5]
+            raise SpnirError(
+                f"negative-bank state does not fit this target model ({len(self.models)} negatives): "
+                f"missing {missing}, unexpected {unexpected}, shape mismatches {shapes}"
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

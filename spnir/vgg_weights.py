@@ -1,0 +1,109 @@
+"""Where ImageNet VGG weights come from: a path, or torchvision's file names in the torch hub cache.
+
+spnir never trains against random VGG features silently: :func:`resolve_vgg_weights` either finds the
+ImageNet file or raises an error that says how to get it, and random weights are used only when asked for.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from spnir.errors import SpnirError
+
+# torchvision's released ImageNet weights: file name (with its sha256 prefix) and address.
+TORCHVISION_FILES: dict[str, str] = {
+    "vgg16": "vgg16-397923af.pth",
+    "vgg19": "vgg19-dcbb9e9d.pth",
+}
+DOWNLOAD_ROOT = "https://download.pytorch.org/models/"
+
+
+def hub_checkpoint_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch/hub/checkpoints``), as torch.hub uses."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_vgg_path(kind: str) -> Path:
+    """Where the torchvision file for ``kind`` lives in the hub cache (whether or not it is there)."""
+    return hub_checkpoint_dir() / TORCHVISION_FILES[_check_kind(kind)]
+
+
+def resolve_vgg_weights(kind: str, weights: str | os.PathLike | None = "imagenet") -> Path | None:
+    """The ImageNet weight file to load for ``kind``, or ``None`` for ``weights="random"``.
+
+    ``weights`` is ``"imagenet"`` (look in the torch hub cache), ``"random"``, or a path to a
+    torchvision-format file.
+    """
+    _check_kind(kind)
+    if weights is None or str(weights) == "random":
+        return None
+    if str(weights) == "imagenet":
+        path = cached_vgg_path(kind)
+        if not path.is_file():
+            raise SpnirError(
+                f"ImageNet {kind} weights not found at {path}. Place them with "
+                f"`spnir weights {kind} --from FILE` (torchvision's {TORCHVISION_FILES[kind]}), "
+                f"or `spnir weights {kind}` on a machine that is online; or pass a path. "
+                f"To train against seeded random VGG features instead (not the method's feature space), "
+                f"ask for it explicitly with vgg_weights='random'."
+            )
+        return path
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise SpnirError(f"VGG weights file {path} does not exist (expected a torchvision {kind} .pth file)")
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expected_hash_prefix(kind: str) -> str:
+    return TORCHVISION_FILES[_check_kind(kind)].rsplit("-", 1)[1].split(".")[0]
+
+
+def install_vgg_weights(kind: str, source: str | os.PathLike | None = None) -> Path:
+    """Place torchvision's ``kind`` weights in the hub cache, verifying the sha256 prefix of its name.
+
+    ``source`` is a local file; without it the file is downloaded (needs a network connection).
+    """
+    dest = cached_vgg_path(kind)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    prefix = expected_hash_prefix(kind)
+    if source is None:
+        url = DOWNLOAD_ROOT + TORCHVISION_FILES[kind]
+        try:
+            torch.hub.download_url_to_file(url, str(dest), hash_prefix=prefix, progress=True)
+        except Exception as exc:  # network errors come in many types
+            raise SpnirError(
+                f"could not download {url} ({exc}); fetch the file elsewhere and run "
+                f"`spnir weights {kind} --from FILE`"
+            ) from exc
+        return dest
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise SpnirError(f"{source}: no such file")
+    actual = sha256_of(source)
+    if not actual.startswith(prefix):
+        raise SpnirError(
+            f"{source}: sha256 {actual[:8]}... does not match torchvision's {TORCHVISION_FILES[kind]} "
+            f"(expected prefix {prefix}); this is not the ImageNet {kind} file"
+        )
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in TORCHVISION_FILES:
+        raise SpnirError(f"unknown VGG kind {kind!r}; expected one of {', '.join(TORCHVISION_FILES)}")
+    return kind

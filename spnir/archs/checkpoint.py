@@ -1,0 +1,317 @@
+"""Loading official and spnir checkpoints safely, and spnir's own model checkpoint format.
+
+Reading never unpickles arbitrary objects: ``.pth``/``.pt``/``.ckpt`` files go through
+``torch.load(weights_only=True)``, with exactly the numpy scalar types allowed besides (some releases,
+FFA-Net's among them, store numpy float64 metrics beside the weights); ``.safetensors`` files through
+``safetensors``.
+
+Which state dict inside the file is used, in order:
+
+1. a spnir model checkpoint: its ``params``;
+2. ``key=`` when given (e.g. ``"params_ema"``);
+3. BasicSR's ``{"params": ..., "params_ema": ...}``: ``params`` when present, else ``params_ema`` (BasicSR's
+   ``load_network`` default, which its and SwinIR's/NAFNet's test options keep);
+4. a single wrapper entry ``state_dict``, ``model`` or ``net`` holding the weights (DehazeFormer, FFA-Net);
+5. the file itself.
+
+``module.`` prefixes (``DataParallel``) are removed, then the model family's checkpoint filter
+(``registry.register_checkpoint_filter``) maps what remains to the model's keys.
+
+spnir's model checkpoint (what :func:`save_model_checkpoint` writes, see ``docs/models.md``)::
+
+    {"format": "spnir-model", "version": 1,
+     "preset": {"name": "swinir-light", "scale": 2, "overrides": {...}},
+     "params": state_dict, "meta": {...}}
+
+or a ``.safetensors`` file holding the state dict, with ``format``, ``version``, ``preset`` and ``meta``
+(JSON) in its metadata. :func:`model_from_checkpoint` rebuilds the model from such a file alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from spnir.archs.registry import StateDict, checkpoint_filter, create_model, get_preset, list_models
+from spnir.errors import SpnirError
+
+FORMAT = "spnir-model"
+FORMAT_VERSION = 1
+BASICSR_KEYS = ("params", "params_ema")
+WRAPPER_KEYS = ("state_dict", "model", "net")
+SAFETENSORS_SUFFIX = ".safetensors"
+
+# numpy scalars pickle as scalar(dtype, bytes): allow that constructor, the dtype class, and the numeric
+# dtype classes only (no object dtype), under numpy 2's module name and numpy 1's (files saved by numpy 1).
+_NUMERIC_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                   "float16", "float32", "float64")
+NUMPY_SCALAR_GLOBALS: list[Any] = [
+    np._core.multiarray.scalar,
+    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+    np.dtype,
+    *(type(np.dtype(name)) for name in _NUMERIC_DTYPES),
+]
+
+
+def numpy_scalar_globals() -> contextlib.AbstractContextManager:
+    """Context in which ``torch.load(weights_only=True)`` also accepts numpy numeric scalars, nothing more."""
+    return torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw content of a checkpoint file, read safely (see the module doc); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpnirError(f"{path}: no such checkpoint file")
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        return _read_safetensors(path)
+    try:
+        with numpy_scalar_globals():
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise SpnirError(_explain_unpickling_error(path, exc)) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise SpnirError(
+            f"{path}: cannot read as a PyTorch checkpoint ({str(exc).splitlines()[0]}); "
+            f"expected a file written by torch.save or a .safetensors file"
+        ) from None
+    if not isinstance(obj, Mapping):
+        raise SpnirError(f"{path}: holds a {type(obj).__name__}, expected a dict of weights (a state dict)")
+    return dict(obj)
+
+
+def _explain_unpickling_error(path: Path, exc: Exception) -> str:
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    what = f"the Python object {found.group(1)}" if found else "Python objects other than tensors"
+    return (
+        f"{path}: not a weights-only checkpoint: it pickles {what}. spnir reads checkpoints with "
+        f"torch.load(weights_only=True) only, because unpickling arbitrary objects can run code. If you "
+        f"trust the file, re-save its weights once: torch.save(torch.load(path, weights_only=False)"
+        f".state_dict(), 'weights.pth') (or the dict entry that holds the state dict)"
+    )
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise SpnirError(f"{path}: cannot read as a .safetensors file ({exc})") from None
+    if metadata.get("format") != FORMAT:
+        return tensors
+    try:
+        preset = json.loads(metadata["preset"])
+        meta = json.loads(metadata.get("meta", "{}"))
+        version = int(metadata["version"])
+    except (KeyError, ValueError) as exc:
+        raise SpnirError(f"{path}: spnir checkpoint with broken metadata ({exc})") from None
+    return {"format": FORMAT, "version": version, "preset": preset, "params": tensors, "meta": meta}
+
+
+def checkpoint_preset(content: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The recorded ``{"name", "scale", "overrides"}`` of a spnir model checkpoint, else ``None``."""
+    if content.get("format") != FORMAT:
+        return None
+    return dict(content["preset"])
+
+
+def select_state_dict(content: Mapping[str, Any], key: str | None = None, source: str = "checkpoint") -> StateDict:
+    """The state dict inside a checkpoint's content, chosen as the module doc says; no family filter."""
+    if content.get("format") == FORMAT:
+        if content.get("version", 0) > FORMAT_VERSION:
+            raise SpnirError(
+                f"{source}: spnir checkpoint version {content['version']}; this spnir reads up to "
+                f"{FORMAT_VERSION} (upgrade spnir)"
+            )
+        state = content["params"]
+    elif key is not None:
+        if key not in content:
+            raise SpnirError(f"{source}: no entry {key!r}; the file holds {_describe_entries(content)}")
+        state = content[key]
+    elif any(k in content for k in BASICSR_KEYS):
+        state = content["params"] if "params" in content else content["params_ema"]
+    else:
+        state = content
+        wrappers = [k for k in WRAPPER_KEYS if isinstance(content.get(k), Mapping)]
+        if not _all_tensors(content) and len(wrappers) == 1:
+            state = content[wrappers[0]]
+    if not isinstance(state, Mapping):
+        raise SpnirError(f"{source}: entry {key!r} is a {type(state).__name__}, expected a state dict")
+    state = _strip_prefix(dict(state), "module.")
+    if not _all_tensors(state):
+        raise SpnirError(
+            f"{source}: does not look like a state dict (it holds {_describe_entries(state)}); "
+            f"choose the entry with the weights with key="
+        )
+    return state
+
+
+def _all_tensors(mapping: Mapping[str, Any]) -> bool:
+    return bool(mapping) and all(isinstance(v, torch.Tensor) for v in mapping.values())
+
+
+def _describe_entries(mapping: Mapping[str, Any], limit: int = 8) -> str:
+    items = [f"{k!r} ({type(v).__name__})" for k, v in list(mapping.items())[:limit]]
+    more = f" and {len(mapping) - limit} more" if len(mapping) > limit else ""
+    return (", ".join(items) + more) if items else "nothing"
+
+
+def _strip_prefix(state: StateDict, prefix: str) -> StateDict:
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def _family(model: nn.Module) -> str | None:
+    record = getattr(model, "spnir_preset", None)
+    return get_preset(record["name"]).family if record else None
+
+
+def _apply_filter(state: StateDict, model: nn.Module) -> StateDict:
+    family = _family(model)
+    fn = checkpoint_filter(family) if family else None
+    return _strip_prefix(fn(state, model), "module.") if fn else state
+
+
+def _differences(state: StateDict, model: nn.Module) -> tuple[list[str], list[str], list[str]]:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    return missing, unexpected, shapes
+
+
+def _listing(items: list[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def guess_presets(state: StateDict) -> list[str]:
+    """Presets (``"name xS"``) whose keys and shapes fit ``state`` exactly; built on the meta device."""
+    fits = []
+    for name in list_models():
+        preset = get_preset(name)
+        for scale in preset.scales or (None,):
+            try:
+                with torch.device("meta"):
+                    candidate = create_model(name, scale)
+                filtered = _apply_filter(dict(state), candidate)
+            except Exception:  # noqa: BLE001 - a preset that cannot be built on meta is just not a guess
+                continue
+            if not any(_differences(filtered, candidate)):
+                fits.append(name if scale is None else f"{name} x{scale}")
+    return fits
+
+
+def _describe_model(model: nn.Module) -> str:
+    record = getattr(model, "spnir_preset", None)
+    if not record:
+        return f"the {type(model).__name__} model"
+    scale = f" x{record['scale']}" if record.get("scale") else ""
+    overrides = f" with {record['overrides']}" if record.get("overrides") else ""
+    return f"preset {record['name']!r}{scale}{overrides}"
+
+
+def load_state_into(
+    model: nn.Module, content: Mapping[str, Any], key: str | None = None, strict: bool = True,
+    source: str = "checkpoint",
+) -> nn.modules.module._IncompatibleKeys:
+    """Load already-read checkpoint ``content`` into ``model`` (see :func:`load_checkpoint`)."""
+    state = _apply_filter(select_state_dict(content, key, source), model)
+    missing, unexpected, shapes = _differences(state, model)
+    if shapes or (strict and (missing or unexpected)):
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} keys missing from the file ({_listing(missing)})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected keys ({_listing(unexpected)})")
+        if shapes:
+            problems.append(f"{len(shapes)} shapes differ ({_listing(shapes, 3)})")
+        hints = []
+        recorded = checkpoint_preset(content)
+        if recorded:
+            hints.append(f"the file records preset {recorded['name']!r} scale {recorded['scale']}")
+        fits = guess_presets(select_state_dict(content, key, source))
+        if fits:
+            hints.append(f"it fits {', '.join(fits)}")
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        raise SpnirError(f"{source}: does not fit {_describe_model(model)}: {'; '.join(problems)}{hint}")
+    return model.load_state_dict(state, strict=strict)
+
+
+def load_checkpoint(
+    model: nn.Module, path: str | os.PathLike, key: str | None = None, strict: bool = True
+) -> nn.modules.module._IncompatibleKeys:
+    """Load the weights in ``path`` (official release, BasicSR file, spnir checkpoint) into ``model``.
+
+    ``key`` picks an entry such as ``"params_ema"``; the default is described in the module doc. A file
+    that does not fit raises :class:`SpnirError` listing missing / unexpected keys and differing shapes,
+    and the presets it would fit. ``strict=False`` tolerates missing and unexpected keys, never shapes.
+    """
+    return load_state_into(model, read_checkpoint(path), key=key, strict=strict, source=str(path))
+
+
+def _plain(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise SpnirError(f"{what} must be plain values (numbers, strings, lists, dicts): {exc}") from None
+
+
+def save_model_checkpoint(
+    model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``model`` (built by ``create_model``) as a spnir model checkpoint; ``.safetensors`` or torch.
+
+    ``meta`` holds plain values (iteration, metrics). The file is written atomically.
+    """
+    path = Path(path)
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    record = getattr(model, "spnir_preset", None)
+    if not record:
+        raise SpnirError(f"{path}: cannot save: the model was not built by spnir.archs.create_model (no preset)")
+    preset = _plain(record, "preset overrides")
+    meta = _plain(dict(meta or {}), "checkpoint meta")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        from safetensors.torch import save_file
+
+        metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "preset": json.dumps(preset),
+                    "meta": json.dumps(meta)}
+        save_file(state, str(tmp), metadata=metadata)
+    else:
+        torch.save({"format": FORMAT, "version": FORMAT_VERSION, "preset": preset, "params": state, "meta": meta},
+                   tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def model_from_checkpoint(path: str | os.PathLike, **overrides: Any) -> nn.Module:
+    """Build the preset recorded in a spnir model checkpoint and load its weights.
+
+    ``overrides`` change test-time options on top of the recorded ones (e.g. ``local=True`` for NAFNet).
+    """
+    content = read_checkpoint(path)
+    record = checkpoint_preset(content)
+    if record is None:
+        raise SpnirError(
+            f"{path}: not a spnir model checkpoint (no preset recorded); name the preset (--model) for "
+            f"official or foreign weights"
+        )
+    model = create_model(record["name"], record.get("scale"), **{**record.get("overrides", {}), **overrides})
+    load_state_into(model, content, source=str(path))
+    return model

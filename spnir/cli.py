@@ -15,6 +15,7 @@ from spnir.errors import SpnirError
 # command name -> (module under spnir.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("weights", "place and verify ImageNet VGG weights in the torch hub cache"),
+    "eval": ("eval", "PSNR/SSIM of a method on benchmark sets (paper-like table, JSON)"),
 }
 
 

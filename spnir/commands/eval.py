@@ -1,0 +1,121 @@
+"""``spnir eval``: PSNR/SSIM of a method on benchmark sets, printed as a paper-like table and saved as JSON.
+
+    spnir eval --model bicubic --task sr --scale 4 --data Set5 Set14 --convention matlab --json out.json
+    spnir eval --model edsr --checkpoint EDSR_x4.pth --scale 4 --data Set5
+    spnir eval --model ffanet --checkpoint its.pk --task dehaze --pair SOTS/hazy SOTS/clear
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from spnir.errors import SpnirError
+from spnir.evaluation import TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set, format_table, results_json
+from spnir.imresize import imresize
+from spnir.metrics import CONVENTIONS, MetricSettings
+
+HELP = "PSNR/SSIM of a method on benchmark sets (paper-like table, JSON)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="bicubic", help="'bicubic' or a preset name (default: bicubic)")
+    parser.add_argument("--checkpoint", help="weights for --model (a preset); not used by bicubic")
+    parser.add_argument("--task", choices=TASKS, default="sr", help="restoration task (default: sr)")
+    parser.add_argument("--scale", type=int, help="SR factor (required for --task sr; 1 otherwise)")
+    parser.add_argument("--data", nargs="+", default=[], metavar="DIR",
+                        help="benchmark sets: a folder of HR images (SR), or a folder holding LQ/GT sub-folders")
+    parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("LQ_DIR", "GT_DIR"),
+                        help="a paired set given as two folders (repeatable)")
+    parser.add_argument("--convention", choices=CONVENTIONS, default="basicsr",
+                        help="Y channel as float (basicsr, PyTorch frameworks) or rounded to 8 bit (matlab, "
+                             "the classic tables); default: basicsr")
+    parser.add_argument("--channel", choices=("y", "rgb"),
+                        help="measure on the Y channel or RGB (default: y for sr and derain, rgb otherwise)")
+    parser.add_argument("--crop-border", type=int, help="pixels ignored at each edge (default: the scale for sr)")
+    parser.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
+    parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
+                        help="a bad image is skipped and reported (default) or stops the run")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _scale(args: argparse.Namespace) -> int:
+    if args.task == "sr":
+        if args.scale is None or args.scale < 1:
+            raise SpnirError("--task sr needs --scale N (a positive integer, e.g. --scale 4)")
+        return args.scale
+    if args.scale not in (None, 1):
+        raise SpnirError(f"--task {args.task} works at scale 1; got --scale {args.scale}")
+    return 1
+
+
+def _model_restore(args: argparse.Namespace, scale: int) -> RestoreFn:
+    from spnir import archs
+
+    if not args.checkpoint:
+        raise SpnirError(f"--model {args.model} needs --checkpoint PATH (its trained weights)")
+    preset = archs.get_preset(args.model)
+    model = archs.create_model(args.model, scale=scale if preset.scales is not None else None)
+    archs.load_checkpoint(model, args.checkpoint)
+    model.eval().to(args.device)
+    return lambda lq: model(lq).clamp(0, 1)
+
+
+def _restore(args: argparse.Namespace, scale: int) -> tuple[RestoreFn, str]:
+    if args.model == "bicubic":
+        if args.checkpoint:
+            raise SpnirError("--model bicubic takes no --checkpoint")
+        if args.task != "sr":
+            raise SpnirError(f"--model bicubic is the SR baseline; --task {args.task} needs a trained --model")
+        return (lambda lq: imresize(lq, scale)), "Bicubic"
+    return _model_restore(args, scale), args.model
+
+
+def _sets(args: argparse.Namespace, scale: int) -> list[BenchmarkSet]:
+    sets = [find_set(d, args.task, scale) for d in args.data]
+    sets += [BenchmarkSet(_pair_name(Path(lq), Path(gt)), Path(gt), Path(lq)) for lq, gt in args.pair]
+    if not sets:
+        raise SpnirError("no benchmark sets given; use --data DIR [DIR ...] or --pair LQ_DIR GT_DIR")
+    return sets
+
+
+def _pair_name(lq: Path, gt: Path) -> str:
+    """``SOTS/hazy`` + ``SOTS/clear`` -> ``SOTS``; unrelated folders -> the GT folder's name."""
+    lq, gt = lq.resolve(), gt.resolve()
+    return gt.parent.name if lq.parent == gt.parent and gt.parent.name else gt.name
+
+
+def run(args: argparse.Namespace) -> int:
+    scale = _scale(args)
+    restore, method = _restore(args, scale)
+    sets = _sets(args, scale)
+    channel = args.channel or ("y" if args.task in ("sr", "derain") else "rgb")
+    crop = args.crop_border if args.crop_border is not None else (scale if args.task == "sr" else 0)
+    settings = MetricSettings(crop_border=crop, y_channel=channel == "y", convention=args.convention)
+    # The published bicubic rows come from MATLAB's script that resizes Y alone, in float (see evaluation doc).
+    classic = args.model == "bicubic" and args.convention == "matlab" and channel == "y"
+    evaluator = Evaluator(restore, settings, scale=scale, lr_protocol="classic" if classic else "rgb8",
+                          on_error=args.on_error, device=args.device,
+                          show_progress=False if args.no_progress else None)
+    results = [evaluator.run_set(s) for s in sets]
+    caption = settings.describe() + (f", x{scale}" if args.task == "sr" else f", {args.task}")
+    if classic:
+        caption += ", bicubic by the classic MATLAB protocol (Y resized in float)"
+    if args.task == "sr":
+        method = f"{method} x{scale}"
+    print(format_table(method, results, caption))
+    if args.json:
+        _write_json(Path(args.json), results_json(results))
+    skipped = sum(len(r.skipped) for r in results)
+    return 1 if skipped and not any(r.images for r in results) else 0
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)

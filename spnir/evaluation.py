@@ -1,0 +1,274 @@
+"""Benchmark sets evaluated as restoration papers do: per-image PSNR/SSIM, a paper-like table, JSON.
+
+A *set* is either a folder of HR/clean images (SR only: the LR input is synthesized) or a pair of LQ/GT
+folders (any task; pairs matched by :class:`spnir.data.PairedFolder`'s naming rules). The method under test
+is any ``restore(lq) -> output`` callable on ``(1, C, h, w)`` float tensors in ``[0, 1]``: the bicubic
+baseline, or a network.
+
+LR synthesis from HR (``lr_protocol``):
+- ``"rgb8"`` (default): HR cropped to a multiple of the scale, downscaled with MATLAB bicubic
+  (:func:`spnir.imresize.imresize`) and rounded to 8 bit, exactly what benchmark LR files contain;
+- ``"classic"``: the MATLAB script behind the published *bicubic* rows (SRCNN's): the Y channel of the
+  8-bit image (rounded) is downscaled in float, not rounded, and the method works on Y alone. Only a
+  resize can take such input; ``spnir eval`` uses it for ``bicubic`` with ``--convention matlab``.
+
+Outputs are rounded to 8 bit before measuring (as a saved result would be). A bad image (unreadable,
+16-bit, transparent, wrong LQ/GT size) is skipped with its reason, or stops the run with ``on_error="stop"``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+
+from spnir.errors import SpnirError
+from spnir.imageio import list_images, load_image
+from spnir.imresize import imresize
+from spnir.metrics import MetricSettings, rgb_to_y
+from spnir.progress import note, progress
+
+TASKS: tuple[str, ...] = ("sr", "dehaze", "derain", "deblur", "denoise")
+LrProtocol = Literal["rgb8", "classic"]
+OnError = Literal["skip", "stop"]
+RestoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+# Sub-folder names recognised when one DIR holds a paired set (first match wins).
+LQ_FOLDER_NAMES: tuple[str, ...] = ("LQ", "lq", "LR", "lr", "input", "hazy", "rain", "blur", "noisy")
+GT_FOLDER_NAMES: tuple[str, ...] = ("GT", "gt", "HR", "hr", "target", "clear", "norain", "sharp", "clean")
+
+
+@dataclass(frozen=True)
+class BenchmarkSet:
+    """A named set: ``gt_dir`` alone (HR images, LR synthesized) or with ``lq_dir`` (paired folders)."""
+
+    name: str
+    gt_dir: Path
+    lq_dir: Path | None = None
+
+    @property
+    def paired(self) -> bool:
+        return self.lq_dir is not None
+
+
+def _subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
+    return next((folder / n for n in names if (folder / n).is_dir()), None)
+
+
+def find_set(folder: str | Path, task: str = "sr", scale: int = 1) -> BenchmarkSet:
+    """The set in ``folder``: LQ/GT sub-folders (e.g. ``hazy/`` + ``clear/``, ``LR_bicubic/X4/`` + ``HR/``)
+    make a paired set, otherwise (SR only) the folder's images are the HR images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SpnirError(f"{folder}: benchmark folder not found")
+    gt_dir = _subfolder(folder, GT_FOLDER_NAMES)
+    lq_names = (f"LR_bicubic/X{scale}", f"LR_bicubic/x{scale}") + LQ_FOLDER_NAMES
+    lq_dir = _subfolder(folder, lq_names)
+    if gt_dir is not None and lq_dir is not None:
+        return BenchmarkSet(folder.name, gt_dir, lq_dir)
+    if task != "sr":
+        raise SpnirError(
+            f"{folder}: task {task!r} needs LQ/GT folder pairs; expected sub-folders such as "
+            f"{'/'.join(LQ_FOLDER_NAMES[:3])} and {'/'.join(GT_FOLDER_NAMES[:2])}, or pass --pair LQ_DIR GT_DIR"
+        )
+    return BenchmarkSet(folder.name, folder)
+
+
+# -- results ---------------------------------------------------------------------------------------------
+@dataclass
+class ImageResult:
+    name: str
+    psnr: float
+    ssim: float
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SkippedImage:
+    name: str
+    reason: str
+
+
+@dataclass
+class SetResult:
+    """Per-image results of one set; ``psnr``/``ssim`` are means over the measured images (NaN if none)."""
+
+    name: str
+    images: list[ImageResult] = field(default_factory=list)
+    skipped: list[SkippedImage] = field(default_factory=list)
+
+    @property
+    def psnr(self) -> float:
+        return _mean([r.psnr for r in self.images])
+
+    @property
+    def ssim(self) -> float:
+        return _mean([r.ssim for r in self.images])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "psnr": None if math.isnan(self.psnr) else self.psnr,
+            "ssim": None if math.isnan(self.ssim) else self.ssim,
+            "images": len(self.images),
+            "skipped": [{"file": s.name, "reason": s.reason} for s in self.skipped],
+            "per_image": {r.name: {"psnr": r.psnr, "ssim": r.ssim} for r in self.images},
+        }
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+# -- preparing one image ---------------------------------------------------------------------------------
+def quantize(img: torch.Tensor) -> torch.Tensor:
+    """Round to 8-bit levels, as writing the image to a PNG would."""
+    return img.clamp(0, 1).mul(255).round().div(255)
+
+
+def mod_crop(img: torch.Tensor, scale: int) -> torch.Tensor:
+    """Crop ``(C, H, W)`` to the largest multiple of ``scale`` from the top-left corner (MATLAB ``modcrop``)."""
+    h, w = img.shape[-2:]
+    return img[..., : h - h % scale, : w - w % scale]
+
+
+def synthesize_lr(hr: torch.Tensor, scale: int, protocol: LrProtocol = "rgb8") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lq, gt)`` from an HR ``(3, H, W)`` image; see the module doc for the two protocols."""
+    if min(hr.shape[-2:]) < scale:
+        raise SpnirError(f"image is {hr.shape[-1]}x{hr.shape[-2]}, smaller than the scale {scale}")
+    gt = mod_crop(hr, scale)
+    if protocol == "classic":
+        gt = rgb_to_y(gt[None].double() * 255, "matlab")[0].float() / 255
+        return imresize(gt, 1 / scale), gt
+    if protocol != "rgb8":
+        raise SpnirError(f"unknown LR protocol {protocol!r}; expected 'rgb8' or 'classic'")
+    return quantize(imresize(gt, 1 / scale)), gt
+
+
+def reconcile_pair(lq: torch.Tensor, gt: torch.Tensor, scale: int, lq_path: Path, gt_path: Path) -> torch.Tensor:
+    """GT cropped to ``scale x LQ`` when it exceeds it by less than ``scale`` px (an HR that is not a multiple
+    of the scale); any other size mismatch is an error naming both files."""
+    (h, w), (gh, gw) = lq.shape[-2:], gt.shape[-2:]
+    want = (h * scale, w * scale)
+    if 0 <= gh - want[0] < scale and 0 <= gw - want[1] < scale:
+        return gt[..., : want[0], : want[1]]
+    raise SpnirError(
+        f"{lq_path}: LQ is {w}x{h} (WxH) and GT {gt_path} is {gw}x{gh}; with scale {scale} "
+        f"the GT should be {want[1]}x{want[0]}"
+    )
+
+
+@dataclass(frozen=True)
+class _Item:
+    name: str
+    gt_path: Path
+    lq_path: Path | None = None
+
+
+def _items(bset: BenchmarkSet, scale: int) -> list[_Item]:
+    if not bset.paired:
+        return [_Item(p.name, p) for p in list_images(bset.gt_dir)]
+    from spnir.data import PairedFolder
+
+    folder = PairedFolder(bset.lq_dir, bset.gt_dir, scale=scale, check_sizes=False)
+    return [_Item(p.lq.relative_to(bset.lq_dir).as_posix(), p.gt, p.lq) for p in folder.pairs]
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Evaluator:
+    """Runs ``restore`` over benchmark sets and measures it with ``settings``."""
+
+    restore: RestoreFn
+    settings: MetricSettings
+    scale: int = 1
+    lr_protocol: LrProtocol = "rgb8"
+    on_error: OnError = "skip"
+    device: torch.device | str = "cpu"
+    show_progress: bool | None = None  # None: only on a terminal
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("skip", "stop"):
+            raise SpnirError(f"on_error must be 'skip' or 'stop', got {self.on_error!r}")
+
+    def _load(self, item: _Item) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        loaded_gt = load_image(item.gt_path)
+        notes = list(loaded_gt.notes)
+        if item.lq_path is None:
+            lq, gt = synthesize_lr(loaded_gt.data, self.scale, self.lr_protocol)
+            return lq, gt, notes
+        loaded_lq = load_image(item.lq_path)
+        notes += [f"LQ {n}" for n in loaded_lq.notes]
+        gt = reconcile_pair(loaded_lq.data, loaded_gt.data, self.scale, item.lq_path, item.gt_path)
+        return loaded_lq.data, gt, notes
+
+    def _measure(self, item: _Item) -> ImageResult:
+        lq, gt, notes = self._load(item)
+        with torch.no_grad():
+            out = self.restore(lq[None].to(self.device))
+        if tuple(out.shape) != (1, *gt.shape):
+            raise SpnirError(
+                f"{item.lq_path or item.gt_path}: output is {tuple(out.shape)}, expected {(1, *gt.shape)} "
+                f"to match the GT (N, C, H, W)"
+            )
+        psnr, ssim = self.settings.measure(out, gt[None].to(out.device))
+        return ImageResult(item.name, float(psnr[0]), float(ssim[0]), notes)
+
+    def _failed(self, result: SetResult, name: str, exc: SpnirError) -> None:
+        if self.on_error == "stop":
+            raise exc
+        result.skipped.append(SkippedImage(name, str(exc)))
+        note(f"skipped {result.name}/{name}: {exc}")
+
+    def run_set(self, bset: BenchmarkSet) -> SetResult:
+        """Evaluate every image of ``bset``; a set that cannot be opened at all counts as one skip."""
+        result = SetResult(bset.name)
+        try:
+            items = _items(bset, self.scale)
+        except SpnirError as exc:
+            self._failed(result, str(bset.lq_dir or bset.gt_dir), exc)
+            return result
+        for item in progress(items, desc=bset.name, enabled=self.show_progress):
+            try:
+                result.images.append(self._measure(item))
+            except SpnirError as exc:
+                self._failed(result, item.name, exc)
+        return result
+
+
+
+# -- reporting -------------------------------------------------------------------------------------------
+def average(results: list[SetResult]) -> tuple[float, float]:
+    """``Avg.`` column: mean of the set means (each set weighs the same), over sets with images."""
+    measured = [r for r in results if r.images]
+    return _mean([r.psnr for r in measured]), _mean([r.ssim for r in measured])
+
+
+def _cell(psnr: float, ssim: float) -> str:
+    return "n/a" if math.isnan(psnr) else f"{psnr:.2f}/{ssim:.4f}"
+
+
+def format_table(method: str, results: list[SetResult], caption: str) -> str:
+    """A paper-like table: one row per method, columns ``Avg.`` then each set as ``PSNR/SSIM``,
+    followed by the skipped images (with reasons) and the images that were converted (e.g. grayscale)."""
+    header = ["Method", "Avg.", *[r.name for r in results]]
+    row = [method, _cell(*average(results)), *[_cell(r.psnr, r.ssim) for r in results]]
+    widths = [max(len(h), len(c)) for h, c in zip(header, row)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    lines = [f"PSNR/SSIM ({caption})", line(header), line(["-" * w for w in widths]), line(row)]
+    for r in results:
+        if r.skipped:
+            lines.append(f"{r.name}: {len(r.images)} images measured, {len(r.skipped)} skipped:")
+            lines += [f"  skipped {s.name}: {s.reason}" for s in r.skipped]
+        for image in r.images:
+            lines += [f"  note {r.name}/{image.name}: {n}" for n in image.notes]
+    return "\n".join(lines)
+
+
+def results_json(results: list[SetResult]) -> dict[str, dict[str, Any]]:
+    """``{"<set>": {"psnr", "ssim", "images", "skipped", "per_image"}, ...}`` (means over measured images)."""
+    return {r.name: r.to_json() for r in results}

@@ -3,6 +3,7 @@
     spnir eval --model bicubic --task sr --scale 4 --data Set5 Set14 --convention matlab --json out.json
     spnir eval --model edsr --checkpoint EDSR_x4.pth --scale 4 --data Set5
     spnir eval --model ffanet --checkpoint its.pk --task dehaze --pair SOTS/hazy SOTS/clear
+    spnir eval --checkpoint runs/x/model.safetensors --scale 4 --data Set5   # spnir checkpoint: preset recorded
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ HELP = "PSNR/SSIM of a method on benchmark sets (paper-like table, JSON)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="bicubic", help="'bicubic' or a preset name (default: bicubic)")
-    parser.add_argument("--checkpoint", help="weights for --model (a preset); not used by bicubic")
+    parser.add_argument("--model", help="'bicubic' (default without --checkpoint) or a preset name; omit it "
+                                        "for a spnir checkpoint, which records its preset")
+    parser.add_argument("--checkpoint", help="weights for --model (official release, BasicSR or spnir file)")
+    parser.add_argument("--key", help="state dict inside the checkpoint, e.g. params_ema (default as BasicSR)")
     parser.add_argument("--task", choices=TASKS, default="sr", help="restoration task (default: sr)")
     parser.add_argument("--scale", type=int, help="SR factor (required for --task sr; 1 otherwise)")
     parser.add_argument("--data", nargs="+", default=[], metavar="DIR",
@@ -53,26 +56,33 @@ def _scale(args: argparse.Namespace) -> int:
     return 1
 
 
-def _model_restore(args: argparse.Namespace, scale: int) -> RestoreFn:
-    from spnir import archs
+def _model_restore(args: argparse.Namespace, scale: int) -> tuple[RestoreFn, str]:
+    from spnir.archs import create_model, get_preset
+    from spnir.archs.checkpoint import load_checkpoint, model_from_checkpoint
 
     if not args.checkpoint:
         raise SpnirError(f"--model {args.model} needs --checkpoint PATH (its trained weights)")
-    preset = archs.get_preset(args.model)
-    model = archs.create_model(args.model, scale=scale if preset.scales is not None else None)
-    archs.load_checkpoint(model, args.checkpoint)
+    if args.model is None:  # a spnir checkpoint records its preset
+        model = model_from_checkpoint(args.checkpoint)
+        name, recorded = model.spnir_preset["name"], model.spnir_preset["scale"] or 1
+        if recorded != scale:
+            raise SpnirError(f"{args.checkpoint}: preset {name!r} was trained for scale {recorded}; got --scale {scale}")
+    else:
+        name = args.model
+        model = create_model(name, scale=scale if get_preset(name).scales is not None else None)
+        load_checkpoint(model, args.checkpoint, key=args.key)
     model.eval().to(args.device)
-    return lambda lq: model(lq).clamp(0, 1)
+    return (lambda lq: model(lq).clamp(0, 1)), name
 
 
 def _restore(args: argparse.Namespace, scale: int) -> tuple[RestoreFn, str]:
-    if args.model == "bicubic":
+    if args.model == "bicubic" or (args.model is None and not args.checkpoint):
         if args.checkpoint:
             raise SpnirError("--model bicubic takes no --checkpoint")
         if args.task != "sr":
             raise SpnirError(f"--model bicubic is the SR baseline; --task {args.task} needs a trained --model")
         return (lambda lq: imresize(lq, scale)), "Bicubic"
-    return _model_restore(args, scale), args.model
+    return _model_restore(args, scale)
 
 
 def _sets(args: argparse.Namespace, scale: int) -> list[BenchmarkSet]:
@@ -97,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     crop = args.crop_border if args.crop_border is not None else (scale if args.task == "sr" else 0)
     settings = MetricSettings(crop_border=crop, y_channel=channel == "y", convention=args.convention)
     # The published bicubic rows come from MATLAB's script that resizes Y alone, in float (see evaluation doc).
-    classic = args.model == "bicubic" and args.convention == "matlab" and channel == "y"
+    classic = method == "Bicubic" and args.convention == "matlab" and channel == "y"
     evaluator = Evaluator(restore, settings, scale=scale, lr_protocol="classic" if classic else "rgb8",
                           on_error=args.on_error, device=args.device,
                           show_progress=False if args.no_progress else None)

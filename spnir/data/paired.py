@@ -246,8 +246,8 @@ class PairedFolder(Dataset):
         raise AssertionError("unreachable")
 
     def _prefix_layout_name(self) -> str:
-        """``reside`` and ``ddn`` share a rule; the folder names say which data set it is."""
-        text = f"{self.lq_dir.resolve()}/{self.gt_dir.resolve()}".lower()
+        """``reside`` and ``ddn`` share a rule; the folder names (``rainy_image`` vs ``hazy``) say which set it is."""
+        text = f"{self.lq_dir.resolve().name}/{self.gt_dir.resolve().name}".lower()
         return "ddn" if "rain" in text and "haz" not in text else "reside"
 
     def _explain_no_layout(self, best: tuple[str, list[str], int] | None) -> None:

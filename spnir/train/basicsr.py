@@ -1,0 +1,312 @@
+"""BasicSR-style option files (and the SPN authors' own) mapped onto spnir's config.
+
+Every key of the option file is either mapped, noted as having no effect here (``notes``: multi-GPU
+settings that torchrun replaces, logging back-ends, I/O hints), or refused: a setting that would change
+the training and that spnir does not implement stops with an error naming it, never silently dropped.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from spnir.errors import SpnirError
+
+Options = dict[str, Any]
+
+# network_g type -> (identifying arguments -> preset name), official values that need no override.
+_NETWORKS: dict[str, tuple[str, dict[tuple, str], dict[str, Any]]] = {
+    "EDSR": ("num_feat", {(64,): "edsr-baseline", (256,): "edsr"},
+             {"num_in_ch": 3, "num_out_ch": 3, "img_range": 255.0, "rgb_mean": [0.4488, 0.4371, 0.4040]}),
+    "SwinIR": ("embed_dim", {(60,): "swinir-light", (180,): "swinir"},
+               {"in_chans": 3, "window_size": 8, "img_range": 1.0, "mlp_ratio": 2, "resi_connection": "1conv"}),
+    "NAFNet": ("width", {(32,): "nafnet-width32", (64,): "nafnet-width64"},
+               {"img_channel": 3, "enc_blk_nums": [1, 1, 1, 28], "middle_blk_num": 1, "dec_blk_nums": [1, 1, 1, 1]}),
+    "FFANet": ("gps", {(3,): "ffanet"}, {"blocks": 19}),
+}
+_NETWORK_ALIASES = {"NAFNetLocal": "NAFNet", "FFA": "FFANet"}
+# Preset defaults beyond the identifying key (a network_g value equal to these needs no override).
+_PRESET_DEFAULTS = {
+    "edsr-baseline": {"num_block": 16, "res_scale": 1},
+    "edsr": {"num_block": 32, "res_scale": 0.1},
+    "swinir-light": {"depths": [6, 6, 6, 6], "num_heads": [6, 6, 6, 6], "upsampler": "pixelshuffledirect"},
+    "swinir": {"depths": [6] * 6, "num_heads": [6] * 6, "upsampler": "pixelshuffle"},
+}
+
+_LOSS_TYPES = {"L1Loss", "MSELoss", "CharbonnierLoss", "PSNRLoss"}
+_SCHEDULERS = {"MultiStepLR", "MultiStepRestartLR", "CosineAnnealingRestartLR", "TrueCosineAnnealingLR",
+               "CosineAnnealingLR", "LinearLR"}
+# Keys with no effect in spnir, and why.
+_IGNORED_TOP = {
+    "model_type": "spnir has one training loop; SPN is on when the option file has neg_* settings",
+    "num_gpu": "the number of processes comes from torchrun (--nproc_per_node)",
+    "dist_params": "torchrun sets up the process group",
+    "is_train": "implied by spnir train",
+    "dist": "torchrun sets up the process group",
+    "rank": "torchrun sets the rank",
+    "world_size": "torchrun sets the world size",
+    "path_neg": "the negatives are built from network_g",
+    "complie": "use train.compile",
+    "find_unused_parameters": "spnir's DDP wrapper decides",
+    "use_static_graph": "spnir's DDP wrapper decides",
+}
+_IGNORED_DATA = {"name", "io_backend", "filename_tmpl", "use_shuffle", "pin_memory", "prefetch_mode",
+                 "num_worker_per_gpu", "batch_size_per_gpu", "type", "phase", "scale", "cache_data"}
+
+
+def map_basicsr_options(opt: Options, origin: str, notes: list[str]) -> Options:
+    """Translate a BasicSR-style option dict into a spnir config dict (validated afterwards)."""
+    opt = dict(opt)
+    refused: list[str] = []
+    config: Options = {"name": opt.pop("name", None), "seed": opt.pop("manual_seed", 0)}
+    scale = opt.pop("scale", None)
+    num_gpu = opt.get("num_gpu")
+    for key, why in _IGNORED_TOP.items():
+        if key in opt:
+            value = opt.pop(key)
+            if key == "complie" and value:
+                config.setdefault("train", {})["compile"] = True
+            notes.append(f"{key} ignored: {why}")
+    config["model"] = _map_network(opt.pop("network_g", None), scale, origin, refused)
+    _map_path(opt.pop("path", None) or {}, config, refused)
+    datasets = opt.pop("datasets", None) or {}
+    config["data"] = _map_datasets(datasets, num_gpu, notes, refused)
+    if config["model"].get("scale") and config["model"]["scale"] > 1:
+        config["task"] = "sr"
+    train = dict(opt.pop("train", None) or {})
+    _map_train(train, config, notes, refused)
+    _map_val(opt.pop("val", None) or {}, config, refused)
+    _map_logger(opt.pop("logger", None) or {}, config, notes, refused)
+    for key in opt:
+        refused.append(f"{key} (unknown top-level option)")
+    if refused:
+        raise SpnirError(f"{origin}: BasicSR options spnir does not support (they would change the training): "
+                         + "; ".join(refused))
+    return config
+
+
+def _map_network(net: Options | None, scale: Any, origin: str, refused: list[str]) -> Options:
+    if not net or "type" not in net:
+        raise SpnirError(f"{origin}: network_g with a type is required")
+    net = dict(net)
+    kind = net.pop("type")
+    upscale = net.pop("upscale", scale)
+    model: Options = {"scale": upscale if upscale not in (None, 1) else None}
+    family = _NETWORK_ALIASES.get(kind, kind)
+    if family in _NETWORKS:
+        key, presets, official = _NETWORKS[family]
+        ident = (net.pop(key, None),)
+        if ident not in presets:
+            refused.append(f"network_g {kind} with {key}={ident[0]} (spnir presets: "
+                           + ", ".join(f"{key}={k[0]} -> {v}" for k, v in presets.items()) + ")")
+            return {"name": "unknown"}
+        model["name"] = presets[ident]
+        defaults = {**official, **_PRESET_DEFAULTS.get(presets[ident], {})}
+    else:  # a spnir preset name used directly as the type
+        model["name"] = kind
+        defaults = {}
+    args = {k: v for k, v in net.items() if not (k in defaults and _same(defaults[k], v))}
+    if args:
+        model["args"] = args
+    return model
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return a == b
+
+
+def _map_path(path: Options, config: Options, refused: list[str]) -> None:
+    model = config["model"]
+    for key, value in path.items():
+        if key == "pretrain_network_g":
+            model["pretrained"] = value
+        elif key == "strict_load_g":
+            model["pretrained_strict"] = bool(value)
+        elif key == "param_key_g":
+            model["pretrained_key"] = value
+        elif key == "resume_state":
+            if value:
+                refused.append("path.resume_state (use spnir train --resume PATH|auto)")
+        elif key.startswith(("experiments_root", "models", "training_states", "log", "visualization", "root")):
+            continue
+        elif value is not None:
+            refused.append(f"path.{key}")
+
+
+def _map_datasets(datasets: Options, num_gpu: Any, notes: list[str], refused: list[str]) -> Options:
+    data: Options = {"val": []}
+    for phase, spec in datasets.items():
+        spec = dict(spec or {})
+        if spec.get("io_backend", {}).get("type", "disk") != "disk":
+            refused.append(f"datasets.{phase}.io_backend.type={spec['io_backend']['type']} (spnir reads image folders)")
+        if spec.get("filename_tmpl", "{}") != "{}":
+            refused.append(f"datasets.{phase}.filename_tmpl={spec['filename_tmpl']!r} (spnir matches names by layout)")
+        if spec.get("type", "PairedImageDataset") != "PairedImageDataset":
+            refused.append(f"datasets.{phase}.type={spec['type']} (spnir maps PairedImageDataset only)")
+        entry: Options = {"type": "paired", "lq": spec.pop("dataroot_lq", None), "gt": spec.pop("dataroot_gt", None)}
+        if phase == "train":
+            per_gpu = spec.get("batch_size_per_gpu", 1)
+            gpus = num_gpu if isinstance(num_gpu, int) and num_gpu > 0 else 1
+            if not isinstance(num_gpu, int):
+                notes.append(f"num_gpu={num_gpu!r}: data.train.batch_size set to batch_size_per_gpu={per_gpu}; "
+                             "spnir's batch size is global, set it for your number of processes")
+            entry["batch_size"] = per_gpu * gpus
+            for src, dst in (("gt_size", "patch_size"), ("use_hflip", "flip"), ("use_flip", "flip"),
+                             ("use_rot", "rot90"), ("dataset_enlarge_ratio", "enlarge")):
+                if src in spec:
+                    entry[dst] = spec.pop(src)
+            if "num_worker_per_gpu" in spec:
+                entry["workers"] = spec["num_worker_per_gpu"]
+            data["train"] = entry
+        elif phase.startswith("val") or phase.startswith("test"):
+            entry["name"] = spec.get("name", phase)
+            data["val"].append(entry)
+        else:
+            refused.append(f"datasets.{phase} (expected train, val, val_*)")
+            continue
+        for key in spec:
+            if key not in _IGNORED_DATA:
+                refused.append(f"datasets.{phase}.{key}")
+    return data
+
+
+def _map_train(train: Options, config: Options, notes: list[str], refused: list[str]) -> None:
+    spn_keys = {"neg_decay", "neg_iter", "neg_start", "neg_t", "update_scaling"}
+    uses_spn = bool(spn_keys & set(train))
+    if "pixel_opt" in train:
+        pixel = dict(train.pop("pixel_opt") or {})
+        kind = pixel.pop("type", None)
+        if kind not in _LOSS_TYPES:
+            refused.append(f"train.pixel_opt.type={kind} (supported: {', '.join(sorted(_LOSS_TYPES))})")
+        loss: Options = {"type": kind, "weight": pixel.pop("loss_weight", 1.0)}
+        if pixel.pop("reduction", "mean") != "mean":
+            refused.append("train.pixel_opt.reduction (spnir trains with mean)")
+        if pixel:
+            loss["args"] = pixel
+        config["loss"] = loss
+    perceptual = train.pop("perceptual_opt", None)
+    if perceptual:
+        if uses_spn:
+            config["spn"] = _map_negative_loss(dict(perceptual), refused)
+        else:
+            refused.append("train.perceptual_opt without neg_* settings (a perceptual loss towards GT is not "
+                           "part of spnir; with neg_decay/neg_iter it is SPN's negative term)")
+    if uses_spn:
+        spn = config.setdefault("spn", {"enabled": True})
+        iters, decays = train.pop("neg_iter", None), train.pop("neg_decay", None)
+        if iters is not None:
+            spn["periods"] = iters if isinstance(iters, list) else [iters]
+        if decays is not None:
+            spn["decays"] = decays if isinstance(decays, list) else [decays] * len(spn.get("periods", [1]))
+        if "neg_start" in train:
+            spn["init_decay"] = train.pop("neg_start")
+        if "neg_t" in train:
+            spn["adaptive_threshold"] = train.pop("neg_t")
+        if train.get("update_scaling", 1.0) != 1.0:
+            refused.append("train.update_scaling (read but unused by the official code)")
+        train.pop("update_scaling", None)
+    if "ema_decay" in train:
+        decay = train.pop("ema_decay")
+        config["ema"] = {"decay": decay if decay and decay > 0 else None}
+    else:
+        config["ema"] = {"decay": None}  # BasicSR trains without EMA unless ema_decay is set
+    if "optim_g" in train:
+        optim = dict(train.pop("optim_g"))
+        config["optim"] = {"type": optim.pop("type", "Adam")}
+        for key in ("lr", "betas", "weight_decay", "eps"):
+            if key in optim:
+                config["optim"][key] = optim.pop(key)
+        refused.extend(f"train.optim_g.{k}" for k in optim)
+    if "scheduler" in train:
+        config["scheduler"] = _map_scheduler(dict(train.pop("scheduler")), refused)
+    config.setdefault("train", {})
+    if "total_iter" in train:
+        config["train"]["total_iter"] = train.pop("total_iter")
+    warmup = train.pop("warmup_iter", -1)
+    if warmup is not None and warmup > 0:
+        config.setdefault("scheduler", {})["warmup"] = warmup
+    if train.get("use_grad_clip"):
+        config["train"]["grad_clip"] = train["use_grad_clip"]
+    train.pop("use_grad_clip", None)
+    if "use_grad_norm" in train:
+        notes.append("train.use_grad_norm ignored: the official code never reads it (its clipping key is "
+                     "use_grad_clip)")
+        train.pop("use_grad_norm")
+    refused.extend(f"train.{k}" for k in train)
+
+
+def _map_negative_loss(perceptual: Options, refused: list[str]) -> Options:
+    spn: Options = {"enabled": True}
+    perceptual.pop("type", None)
+    if "layer_weights" in perceptual:
+        spn["layer_weights"] = perceptual.pop("layer_weights")
+    spn["features"] = perceptual.pop("vgg_type", "vgg19")
+    spn["input_norm"] = perceptual.pop("use_input_norm", True)
+    spn["range_norm"] = perceptual.pop("range_norm", False)
+    spn["weight"] = perceptual.pop("perceptual_weight", 1.0)
+    if perceptual.pop("style_weight", 0) not in (0, 0.0, None):
+        refused.append("train.perceptual_opt.style_weight (SPN uses the feature distance only)")
+    if perceptual.pop("criterion", "l1") != "l1":
+        refused.append("train.perceptual_opt.criterion (SPN's distance is L1)")
+    refused.extend(f"train.perceptual_opt.{k}" for k in perceptual)
+    return spn
+
+
+def _map_scheduler(sched: Options, refused: list[str]) -> Options:
+    kind = sched.pop("type", None)
+    out: Options = {}
+    if kind in ("MultiStepLR", "MultiStepRestartLR"):
+        out = {"type": "multistep", "milestones": sched.pop("milestones", []), "gamma": sched.pop("gamma", 0.1)}
+        if sched.pop("restarts", [0]) not in ([0], [], None) or sched.pop("restart_weights", [1]) not in ([1], [], None):
+            refused.append("train.scheduler.restarts/restart_weights of MultiStepRestartLR")
+    elif kind == "CosineAnnealingRestartLR":
+        out = {"type": "cosine_restarts", "periods": sched.pop("periods", []),
+               "restart_weights": sched.pop("restart_weights", []), "eta_min": sched.pop("eta_min", 0.0)}
+    elif kind in ("TrueCosineAnnealingLR", "CosineAnnealingLR"):
+        out = {"type": "cosine", "t_max": sched.pop("T_max", None), "eta_min": sched.pop("eta_min", 0.0)}
+    elif kind == "LinearLR":
+        out = {"type": "linear"}
+    else:
+        refused.append(f"train.scheduler.type={kind} (supported: {', '.join(sorted(_SCHEDULERS))})")
+    refused.extend(f"train.scheduler.{k}" for k in sched)
+    return out
+
+
+def _map_val(val: Options, config: Options, refused: list[str]) -> None:
+    out: Options = {}
+    if "val_freq" in val:
+        out["every"] = val.pop("val_freq")
+    val.pop("save_img", None)
+    val.pop("pbar", None)
+    metrics = val.pop("metrics", None) or {}
+    names, borders, y_flags = [], set(), set()
+    for label, spec in metrics.items():
+        kind = (spec or {}).get("type")
+        if kind not in ("calculate_psnr", "calculate_ssim"):
+            refused.append(f"val.metrics.{label}.type={kind} (spnir computes calculate_psnr, calculate_ssim)")
+            continue
+        names.append("psnr" if kind == "calculate_psnr" else "ssim")
+        borders.add(spec.get("crop_border", 0))
+        y_flags.add(bool(spec.get("test_y_channel", False)))
+    if len(borders) > 1 or len(y_flags) > 1:
+        refused.append("val.metrics with different crop_border/test_y_channel per metric")
+    if names:
+        out.update(metrics=names, crop_border=borders.pop(), y_channel=y_flags.pop())
+    refused.extend(f"val.{k}" for k in val)
+    config["val"] = out
+
+
+def _map_logger(logger: Options, config: Options, notes: list[str], refused: list[str]) -> None:
+    if "print_freq" in logger:
+        config["log"] = {"every": logger.pop("print_freq")}
+    if "save_checkpoint_freq" in logger:
+        config["checkpoint"] = {"every": logger.pop("save_checkpoint_freq")}
+    if "use_tb_logger" in logger:
+        config.setdefault("log", {})["tensorboard"] = bool(logger.pop("use_tb_logger"))
+    wandb = logger.pop("wandb", None) or {}
+    if wandb.get("project"):
+        notes.append("logger.wandb ignored: spnir logs to TensorBoard and CSV")
+    refused.extend(f"logger.{k}" for k in logger)

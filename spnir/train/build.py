@@ -1,0 +1,183 @@
+"""From a validated config to the parts of the training loop: model, data, loss, SPN, EMA, optimiser.
+
+Everything that can fail on bad input (missing folders, unset ``${VAR}``, unknown preset, a patch larger
+than an image, missing VGG weights) fails here, before the first iteration.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import random
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from spnir.archs import create_model
+from spnir.archs.checkpoint import load_checkpoint
+from spnir.data.degrade import build_degradation
+from spnir.data.paired import PairedFolder
+from spnir.data.sampling import CleanImages, EpochSampler, PatchDataset, SyntheticPairs
+from spnir.ema import ModelEMA
+from spnir.errors import SpnirError
+from spnir.features import VGGFeatures
+from spnir.losses import build_loss
+from spnir.metrics import MetricSettings
+from spnir.spn import SPN
+from spnir.train.config import Config, expand_path
+from spnir.train.distributed import DistContext, ShardedBatchSampler
+from spnir.train.optim import build_optimizer, build_scheduler
+from spnir.train.trainer import TrainParts
+from spnir.train.validation import ValidationSet, Validator
+
+
+def seed_everything(seed: int) -> None:
+    """The same seed on every rank: identical initial weights and fresh negatives everywhere."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(model_cfg: Config) -> nn.Module:
+    """A preset from :mod:`spnir.archs`, or ``module:callable`` (called with ``scale`` when set, and args)."""
+    name, scale, args = model_cfg["name"], model_cfg["scale"], model_cfg["args"]
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise SpnirError(f"model.name = {name!r}: cannot import {attr} from {module_name}: {exc}") from exc
+        model = factory(**({"scale": scale} if scale else {}), **args)
+    else:
+        model = create_model(name, scale, **args)
+    if model_cfg["pretrained"]:
+        path = expand_path(model_cfg["pretrained"], "model.pretrained")
+        load_checkpoint(model, path, key=model_cfg["pretrained_key"], strict=model_cfg["pretrained_strict"])
+    return model
+
+
+def _source(entry: Config, scale: int, where: str) -> tuple[Dataset, Any]:
+    """``(dataset, degradation or None)`` of one data entry; paths expanded here."""
+    kind = entry["type"]
+    if kind == "paired":
+        pairs = expand_path(entry["pairs"], f"{where}.pairs") if entry["pairs"] else None
+        folder = PairedFolder(expand_path(entry["lq"], f"{where}.lq"), expand_path(entry["gt"], f"{where}.gt"),
+                              layout=entry["layout"], scale=scale, pairs=pairs)
+        return folder, None
+    degradation = build_degradation(entry["degradations"], where=f"{where}.degradations")
+    if degradation.scale != scale:
+        raise SpnirError(f"{where}.degradations scale by {degradation.scale}, but model.scale is {scale}")
+    if kind == "clean":
+        return CleanImages.from_folder(expand_path(entry["gt"], f"{where}.gt")), degradation
+    return CleanImages.builtin(entry["split"]), degradation
+
+
+def build_train_data(config: Config) -> PatchDataset:
+    entry = config["data"]["train"]
+    scale = config["model"]["scale"] or 1
+    source, degradation = _source(entry, scale, "data.train")
+    return PatchDataset(source, entry["patch_size"], scale=scale, degradation=degradation, hflip=entry["flip"],
+                        vflip=entry["rot90"], rot90=entry["rot90"], enlarge_ratio=entry["enlarge"],
+                        base_seed=config["seed"], cache=entry["cache"])
+
+
+def build_val_sets(config: Config) -> list[ValidationSet]:
+    scale = config["model"]["scale"] or 1
+    sets = []
+    for i, entry in enumerate(config["data"]["val"]):
+        source, degradation = _source(entry, scale, f"data.val[{i}]")
+        dataset = source if degradation is None else SyntheticPairs(source, degradation, seed=config["seed"])
+        if entry["max_images"]:
+            dataset = Subset(dataset, range(min(entry["max_images"], len(dataset))))
+        sets.append(ValidationSet(entry["name"], dataset))
+    return sets
+
+
+def build_spn(config: Config, model: nn.Module, device: torch.device) -> SPN | None:
+    cfg = config["spn"]
+    if not cfg["enabled"]:
+        return None
+    features = VGGFeatures(cfg["features"], list(cfg["layer_weights"]), weights=cfg["feature_weights"],
+                           input_norm=cfg["input_norm"], range_norm=cfg["range_norm"], seed=config["seed"])
+    return SPN(model, weight=cfg["weight"], layer_weights=cfg["layer_weights"], features=features,
+               periods=cfg["periods"], decays=cfg["decays"], init_decay=cfg["init_decay"],
+               adaptive_threshold=cfg["adaptive_threshold"], adaptive_decay=cfg["adaptive_decay"],
+               bound=cfg["max_distance"], auto_ratio=cfg["target_ratio"]).to(device)
+
+
+def _batches(dataset: PatchDataset, config: Config, ctx: DistContext, steps_per_epoch: int):
+    """``start_step -> iterator`` of this rank's batches from ``start_step`` on (a fresh loader each call)."""
+    entry = config["data"]["train"]
+    order = EpochSampler(len(dataset), base_seed=config["seed"]).order
+
+    def start(step: int) -> Iterator[dict[str, Any]]:
+        sampler = ShardedBatchSampler(order, len(dataset), entry["batch_size"], ctx, start_step=step)
+        workers = entry["workers"]
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                            pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
+                            prefetch_factor=4 if workers else None)
+        return iter(loader)
+
+    return start
+
+
+def build_parts(config: Config, ctx: DistContext) -> TrainParts:
+    """All parts of a run, on ``ctx.device``; the model is wrapped in DDP when there are several ranks."""
+    seed_everything(config["seed"])
+    model = build_model(config["model"]).to(ctx.device)
+    train_set = build_train_data(config)
+    val_sets = build_val_sets(config) if ctx.is_main else []
+    global_batch = config["data"]["train"]["batch_size"]
+    steps_per_epoch = len(train_set) // global_batch
+    if steps_per_epoch == 0:
+        raise SpnirError(f"the training set has {len(train_set)} samples, fewer than data.train.batch_size "
+                         f"{global_batch}; raise data.train.enlarge or lower the batch size")
+    total_iter = config["train"]["total_iter"] or config["train"]["epochs"] * steps_per_epoch
+    if config["spn"]["enabled"] and config["spn"]["adaptive_threshold"] is not None and ctx.distributed:
+        raise SpnirError("spn.adaptive_threshold under DDP is not supported yet: each rank would see its own "
+                         "residual and refresh different negatives; train on one process or use periods")
+    forward: nn.Module = model
+    if ctx.distributed:
+        forward = nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if config["train"]["compile"]:
+        forward = torch.compile(forward)
+    spn = build_spn(config, model, ctx.device)
+    ema = ModelEMA(model, config["ema"]["decay"]).to(ctx.device) if config["ema"]["decay"] is not None else None
+    optimizer = build_optimizer(model.parameters(), config["optim"])
+    scheduler = build_scheduler(optimizer, config["scheduler"], total_iter, steps_per_epoch)
+    val = config["val"]
+    validator = None
+    if val_sets:
+        settings = MetricSettings(crop_border=val["crop_border"], y_channel=val["y_channel"],
+                                  convention=val["convention"])
+        validator = Validator(val_sets, val["metrics"], settings, ctx.device)
+    loss_cfg = config["loss"]
+    loss_fn = build_loss({"type": loss_cfg["type"], "loss_weight": loss_cfg["weight"], **loss_cfg["args"]})
+    return TrainParts(
+        model=model, forward=forward, loss_fn=loss_fn.to(ctx.device), optimizer=optimizer, scheduler=scheduler,
+        batches=_batches(train_set, config, ctx, steps_per_epoch), total_iter=int(total_iter), spn=spn, ema=ema,
+        validator=validator, amp=config["train"]["amp"], grad_clip=config["train"]["grad_clip"], config=config,
+    )
+
+
+def describe(parts: TrainParts, config: Config) -> list[str]:
+    """Lines for the log: what this run trains, and in which feature space."""
+    params = sum(p.numel() for p in parts.model.parameters())
+    lines = [f"model {config['model']['name']} (scale {config['model']['scale']}), {params:,} parameters",
+             f"{parts.total_iter} iterations, global batch {config['data']['train']['batch_size']}, "
+             f"patch {config['data']['train']['patch_size']}, loss {config['loss']['type']}"]
+    if parts.spn is not None:
+        cfg = config["spn"]
+        lines.append(f"SPN weight {cfg['weight']}, layers {cfg['layer_weights']}, periods {cfg['periods']}, "
+                     f"decays {cfg['decays']}, init_decay {cfg['init_decay']}; feature space: "
+                     f"{parts.spn.feature_space}")
+    else:
+        lines.append("SPN off (baseline)")
+    if parts.ema is not None:
+        lines.append(f"evaluation EMA decay {config['ema']['decay']}")
+    if math.isfinite(parts.grad_clip or math.nan):
+        lines.append(f"gradient norm clipped at {parts.grad_clip}")
+    return lines

@@ -1,0 +1,140 @@
+"""Resumable training checkpoints: atomic writes, the newest K kept, RNG states of every generator.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed over its
+final name (``os.replace`` is atomic), so a kill at any moment leaves either the previous set of files or
+the new one, never a torn file. Checkpoints are named ``iter_00001000.pt``; temporaries start with ``.``.
+They hold tensors, numbers and strings only and load with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spnir.errors import SpnirError
+
+_NAME = re.compile(r"^iter_(\d+)\.pt$")
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` such that ``path`` is either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class CheckpointDir:
+    """The ``checkpoints/`` folder of a run: ``save`` a state at an iteration, keep the newest ``keep``."""
+
+    def __init__(self, folder: str | os.PathLike, keep: int = 3) -> None:
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def path_for(self, iteration: int) -> Path:
+        return self.folder / f"iter_{iteration:08d}.pt"
+
+    def list(self) -> list[tuple[int, Path]]:
+        """``(iteration, path)`` of the complete checkpoints, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := _NAME.match(p.name))]
+        return sorted(found)
+
+    def newest(self) -> Path | None:
+        entries = self.list()
+        return entries[-1][1] if entries else None
+
+    def save(self, state: dict[str, Any], iteration: int) -> Path:
+        path = self.path_for(iteration)
+        save_atomic(state, path)
+        for _, old in self.list()[:-self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A training checkpoint, loaded safely (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpnirError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
+        raise SpnirError(f"checkpoint {path} could not be read as a spnir training state: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != "spnir-train-state":
+        raise SpnirError(f"{path} is not a spnir training checkpoint (no 'format: spnir-train-state'); "
+                         "to start from weights only, set model.pretrained")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """States of Python's, NumPy's, torch's CPU and every CUDA generator, in weights-only-loadable form."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (np_kind, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_as_tuples(state["python"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """``random.setstate`` wants tuples; a round trip may hand back lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def resolve_resume(resume: str | None, checkpoints: CheckpointDir) -> Path | None:
+    """The checkpoint to continue from: ``None``, ``"auto"`` (newest in the run, or none yet) or a path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        return checkpoints.newest()
+    path = Path(resume)
+    if path.is_dir():
+        newest = CheckpointDir(path / "checkpoints" if (path / "checkpoints").is_dir() else path).newest()
+        if newest is None:
+            raise SpnirError(f"--resume {resume}: no iter_*.pt checkpoint in that folder")
+        return newest
+    if not path.is_file():
+        raise SpnirError(f"--resume {resume}: no such checkpoint file (use --resume auto for the newest)")
+    return path

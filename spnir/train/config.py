@@ -1,0 +1,473 @@
+"""Training configuration: the schema with its defaults, validation, ``--set`` overrides, ``${VAR}`` paths.
+
+A config is a nested dict (YAML on disk). :func:`load_config` reads a file (spnir's own format or a
+BasicSR-style option file, see :mod:`spnir.train.basicsr`), applies ``--set key=value`` overrides and
+returns the validated config with every default filled in. Validation runs before any work starts:
+an unknown key names its near match, a wrong type or range says what was expected.
+
+Dataset paths may use ``${VAR}`` environment variables; they are expanded (and checked) only when the
+datasets are built, so a config validates on a machine without the data.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import yaml
+
+from spnir.errors import SpnirError
+
+Config = dict[str, Any]
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config value: its kind, default and constraint.
+
+    ``kind``: ``int``, ``float``, ``bool``, ``str``, ``dict`` (free-form mapping), ``int_list``,
+    ``float_list``, ``float_map`` (name -> number), ``items`` (list of dicts checked against ``item``),
+    ``any``.
+    """
+
+    kind: str
+    default: Any = _REQUIRED
+    doc: str = ""
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], bool] | None = None
+    expect: str = ""  # words for what ``check`` accepts, e.g. "> 0"
+    nullable: bool = False
+    item: dict[str, Any] | None = None  # schema of each entry of an ``items`` list
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _non_negative(v: Any) -> bool:
+    return v >= 0
+
+
+def _unit(v: Any) -> bool:
+    return 0.0 <= v <= 1.0
+
+
+def _decay(v: Any) -> bool:
+    return 0.0 <= v < 1.0
+
+
+def _pos(default: Any, doc: str, nullable: bool = False, kind: str = "int") -> Field:
+    return Field(kind, default, doc, check=_positive, expect="> 0", nullable=nullable)
+
+
+def _nonneg(default: Any, doc: str, kind: str = "int", nullable: bool = False) -> Field:
+    return Field(kind, default, doc, check=_non_negative, expect=">= 0", nullable=nullable)
+
+
+# One dataset (training or validation): where its images come from.
+_DATA_SOURCE: dict[str, Any] = {
+    "type": Field("str", "paired", "paired (LQ/GT folders), clean (GT folder + degradations), builtin "
+                  "(the embedded scikit-image photographs + degradations)", choices=("paired", "clean", "builtin")),
+    "lq": Field("str", None, "LQ folder (paired); ${VAR} expands from the environment", nullable=True),
+    "gt": Field("str", None, "GT folder (paired, clean); ${VAR} expands from the environment", nullable=True),
+    "layout": Field("str", "auto", "paired layout: auto, sr, reside, rain100, ddn, gopro, csv",
+                    choices=("auto", "sr", "reside", "rain100", "ddn", "gopro", "csv")),
+    "pairs": Field("str", None, "CSV pair list for layout csv", nullable=True),
+    "split": Field("str", "train", "builtin split", choices=("train", "val")),
+    "degradations": Field("any", [], "clean/builtin sets: a task preset name (sr, dehaze, derain, deblur, "
+                          "denoise, jpeg) or a list of steps {type: bicubic|haze|rain|blur|noise|jpeg|quantize, "
+                          "...} applied in order (spnir.data.degrade)"),
+}
+
+_VAL_SET: dict[str, Any] = {
+    "name": Field("str", _REQUIRED, "name of the set in logs and tables"),
+    **_DATA_SOURCE,
+    "split": Field("str", "val", "builtin split", choices=("train", "val")),
+    "max_images": _pos(None, "evaluate only the first N images", nullable=True),
+}
+
+SCHEMA: dict[str, Any] = {
+    "name": Field("str", None, "run name (default: the config file's name)", nullable=True),
+    "task": Field("str", "other", "what the run restores (informational)",
+                  choices=("sr", "dehaze", "derain", "deblur", "denoise", "other")),
+    "seed": _nonneg(0, "seed of model init, negatives' fresh init and data sampling"),
+    "model": {
+        "name": Field("str", _REQUIRED, "architecture preset (spnir.archs.list_models()) or 'module:callable'"),
+        "scale": _pos(None, "upscaling factor (SR presets)", nullable=True),
+        "args": Field("dict", {}, "keyword overrides of the preset"),
+        "pretrained": Field("str", None, "initial weights file (${VAR} expands)", nullable=True),
+        "pretrained_key": Field("str", None, "key inside the file (params, params_ema, ...)", nullable=True),
+        "pretrained_strict": Field("bool", True, "all keys must match"),
+    },
+    "data": {
+        "train": {
+            **_DATA_SOURCE,
+            "patch_size": _pos(_REQUIRED, "GT patch size (LQ patch = patch_size / scale)"),
+            "batch_size": _pos(_REQUIRED, "global batch size (split evenly over DDP ranks)"),
+            "flip": Field("bool", True, "random horizontal flips"),
+            "rot90": Field("bool", True, "random vertical flips and 90-degree rotations"),
+            "enlarge": _pos(1, "repeat the image list this many times per epoch (BasicSR dataset_enlarge_ratio)"),
+            "cache": Field("bool", False, "keep decoded images in memory"),
+            "workers": _nonneg(4, "data loader worker processes per rank"),
+        },
+        "val": Field("items", [], "validation sets", item=_VAL_SET),
+    },
+    "loss": {
+        "type": Field("str", "L1Loss", "reconstruction loss: L1Loss, MSELoss, CharbonnierLoss, PSNRLoss "
+                      "(or l1, mse, charbonnier, psnr)"),
+        "weight": _pos(1.0, "loss_weight", kind="float"),
+        "args": Field("dict", {}, "extra arguments of the loss (eps, to_y, ...)"),
+    },
+    "spn": {
+        "enabled": Field("bool", False, "add the SPN negative term"),
+        "weight": Field("any", 0.001, "weight of the negative term (a number >= 0, or 'auto')"),
+        "target_ratio": _pos(0.05, "weight 'auto': negative term / reconstruction loss", kind="float"),
+        "features": Field("str", "vgg16", "feature extractor", choices=("vgg16", "vgg19")),
+        "feature_weights": Field("str", "imagenet", "imagenet (cached torchvision file), a file path, or random "
+                                 "(seeded random VGG: not the method's feature space)"),
+        "layer_weights": Field("float_map", {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5},
+                               "VGG layer -> weight"),
+        "input_norm": Field("bool", True, "ImageNet normalisation of the VGG input"),
+        "range_norm": Field("bool", False, "map [-1, 1] inputs to [0, 1] before VGG"),
+        "periods": Field("int_list", [100, 200, 500, 1000], "refresh period of each negative (iterations)"),
+        "decays": Field("float_list", [0.1, 0.1, 0.1, 0.1], "refresh EMA decay of each negative"),
+        "init_decay": Field("float", 0.1, "weight of a fresh init in each negative at creation (neg_start)",
+                            check=_unit, expect="in [0, 1]"),
+        "adaptive_threshold": _pos(None, "refresh one negative when the residual std exceeds this",
+                                   nullable=True, kind="float"),
+        "adaptive_decay": Field("float", 0.001, "decay of the adaptive refresh", check=_unit, expect="in [0, 1]"),
+        "max_distance": _pos(None, "bounded variant: hinge the feature distance at this value",
+                             nullable=True, kind="float"),
+    },
+    "ema": {
+        "decay": Field("float", 0.999, "decay of the evaluation EMA model (null: no EMA)", check=_decay,
+                       expect="in [0, 1)", nullable=True),
+    },
+    "optim": {
+        "type": Field("str", "Adam", "optimiser", choices=("Adam", "AdamW")),
+        "lr": _pos(_REQUIRED, "learning rate", kind="float"),
+        "betas": Field("float_list", [0.9, 0.99], "Adam betas", check=lambda b: len(b) == 2 and all(0 <= x < 1 for x in b),
+                       expect="two numbers in [0, 1)"),
+        "weight_decay": _nonneg(0.0, "weight decay", kind="float"),
+        "eps": _pos(1e-8, "Adam epsilon", kind="float"),
+    },
+    "scheduler": {
+        "type": Field("str", "constant", "learning-rate schedule",
+                      choices=("constant", "multistep", "cosine", "cosine_restarts", "linear")),
+        "unit": Field("str", "iter", "unit of milestones / periods / warmup: iter, or epoch (the lr then "
+                      "changes once per epoch, as epoch-based official trainings do)", choices=("iter", "epoch")),
+        "milestones": Field("int_list", [], "multistep: where the lr is multiplied by gamma"),
+        "gamma": _pos(0.5, "multistep factor", kind="float"),
+        "t_max": _pos(None, "cosine: half period (default: the whole run)", nullable=True),
+        "eta_min": _nonneg(0.0, "cosine: lowest lr", kind="float"),
+        "periods": Field("int_list", [], "cosine_restarts: length of each cycle"),
+        "restart_weights": Field("float_list", [], "cosine_restarts: lr factor at the start of each cycle "
+                                 "(default all 1)"),
+        "warmup": _nonneg(0, "linear warmup length (from 0 to the lr)"),
+    },
+    "train": {
+        "total_iter": _pos(None, "iterations to train (or set epochs)", nullable=True),
+        "epochs": _pos(None, "epochs to train (converted to iterations from the dataset size)", nullable=True),
+        "grad_clip": _pos(None, "clip the gradient norm to this", nullable=True, kind="float"),
+        "amp": Field("str", "none", "mixed precision: none, bf16 (CPU and GPU), fp16 (GPU, with GradScaler)",
+                     choices=("none", "bf16", "fp16")),
+        "compile": Field("bool", False, "torch.compile the model"),
+        "device": Field("str", "auto", "auto (cuda when available), cpu, cuda", choices=("auto", "cpu", "cuda")),
+    },
+    "val": {
+        "every": _pos(5000, "validate every N iterations (and at the end)"),
+        "metrics": Field("any", ["psnr", "ssim"], "subset of [psnr, ssim]"),
+        "crop_border": _nonneg(0, "pixels cropped at each border before the metrics"),
+        "y_channel": Field("bool", False, "metrics on the Y channel"),
+        "convention": Field("str", "basicsr", "metric convention", choices=("basicsr", "matlab")),
+        "use_ema": Field("bool", True, "validate the EMA model when there is one"),
+    },
+    "checkpoint": {
+        "every": _pos(5000, "write a resumable checkpoint every N iterations"),
+        "keep": _pos(3, "keep the newest K checkpoints"),
+    },
+    "log": {
+        "every": _pos(100, "log losses every N iterations"),
+        "tensorboard": Field("bool", True, "write TensorBoard events"),
+        "progress": Field("bool", True, "show a progress bar"),
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_config(
+    source: str | os.PathLike | Config,
+    overrides: Sequence[str] = (),
+    notes: list[str] | None = None,
+) -> Config:
+    """Read, map (BasicSR-style files), override and validate a config; return it with defaults filled in.
+
+    ``overrides`` are ``"dotted.key=value"`` strings (values parsed as YAML). ``notes`` collects what the
+    BasicSR mapping ignored (settings with no effect here).
+    """
+    if isinstance(source, dict):
+        raw, origin = copy.deepcopy(source), "config"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SpnirError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise SpnirError(f"{path}: not valid YAML: {exc}") from exc
+        origin = str(path)
+        if not isinstance(raw, dict):
+            raise SpnirError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+    if _is_basicsr(raw):
+        from spnir.train.basicsr import map_basicsr_options
+
+        raw = map_basicsr_options(raw, origin, notes if notes is not None else [])
+    if raw.get("name") is None and not isinstance(source, dict):
+        raw["name"] = Path(source).stem
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, origin)
+
+
+def _is_basicsr(raw: Config) -> bool:
+    return "network_g" in raw or "datasets" in raw
+
+
+def apply_override(config: Config, item: str) -> None:
+    """Set ``a.b.c=value`` in ``config`` (value parsed as YAML, so ``[1, 2]`` is a list)."""
+    if "=" not in item:
+        raise SpnirError(f"--set {item!r}: expected key=value, e.g. optim.lr=2e-4")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpnirError(f"--set {key}: value {text!r} is not valid YAML: {exc}") from exc
+    parts = key.split(".")
+    node = config
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpnirError(f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def validate(raw: Config, origin: str = "config") -> Config:
+    """Check ``raw`` against :data:`SCHEMA`; return a new config with defaults filled in."""
+    config = _validate_section(raw, SCHEMA, "", origin)
+    _check_consistency(config, origin)
+    return config
+
+
+def _validate_section(raw: Any, schema: dict[str, Any], prefix: str, origin: str) -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpnirError(f"{origin}: {prefix.rstrip('.') or 'the config'} must be a mapping of settings, "
+                         f"got {raw!r}")
+    for key in raw:
+        if key not in schema:
+            near = difflib.get_close_matches(str(key), list(schema), n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(prefix + n for n in near)}?" if near else ""
+            raise SpnirError(f"{origin}: unknown key {prefix + str(key)!r}{hint} "
+                             f"(known here: {', '.join(schema)})")
+    out: Config = {}
+    for key, spec in schema.items():
+        name = prefix + key
+        if isinstance(spec, dict):
+            out[key] = _validate_section(raw.get(key), spec, name + ".", origin)
+            continue
+        if key not in raw:
+            if spec.default is _REQUIRED:
+                raise SpnirError(f"{origin}: missing required key {name!r} ({spec.doc})")
+            out[key] = copy.deepcopy(spec.default)
+            continue
+        out[key] = _check_value(raw[key], spec, name, origin)
+    return out
+
+
+def _check_value(value: Any, spec: Field, name: str, origin: str) -> Any:
+    if value is None:
+        if spec.nullable or spec.default is None:
+            return None
+        raise SpnirError(f"{origin}: {name} must not be empty; expected {_describe(spec)}")
+    value = _coerce(value, spec, name, origin)
+    if spec.choices is not None and value not in spec.choices:
+        lowered = {str(c).lower(): c for c in spec.choices}
+        if str(value).lower() in lowered:
+            value = lowered[str(value).lower()]
+        else:
+            near = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise SpnirError(f"{origin}: {name} = {value!r} is not one of {list(spec.choices)}{hint}")
+    if spec.check is not None and not spec.check(value):
+        raise SpnirError(f"{origin}: {name} = {value!r}: expected {_describe(spec)}")
+    return value
+
+
+def _describe(spec: Field) -> str:
+    words = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+             "dict": "a mapping", "int_list": "a list of integers", "float_list": "a list of numbers",
+             "float_map": "a mapping of names to numbers", "items": "a list of mappings", "any": "a value"}
+    text = words[spec.kind]
+    if spec.expect:
+        text += f" {spec.expect}" if spec.kind in ("int", "float") else f" ({spec.expect})"
+    if spec.choices:
+        text = f"one of {list(spec.choices)}"
+    return text
+
+
+def _number(value: Any, kind: str) -> Any:
+    """``value`` as int/float, accepting YAML's unparsed ``1e-4`` strings; ``None`` when not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)):
+        return None
+    if kind == "int":
+        return int(value) if float(value).is_integer() else None
+    return float(value)
+
+
+def _coerce(value: Any, spec: Field, name: str, origin: str) -> Any:
+    bad = SpnirError(f"{origin}: {name} = {value!r} ({type(value).__name__}): expected {_describe(spec)}")
+    kind = spec.kind
+    if kind in ("int", "float"):
+        number = _number(value, kind)
+        if number is None:
+            raise bad
+        return number
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if kind == "dict":
+        if not isinstance(value, dict):
+            raise bad
+        return copy.deepcopy(value)
+    if kind in ("int_list", "float_list"):
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        numbers = [_number(v, kind[:-5]) for v in value]
+        if any(n is None for n in numbers):
+            raise bad
+        return numbers
+    if kind == "float_map":
+        if not isinstance(value, dict):
+            raise bad
+        numbers = {str(k): _number(v, "float") for k, v in value.items()}
+        if any(n is None for n in numbers.values()):
+            raise bad
+        return numbers
+    if kind == "items":
+        if not isinstance(value, list):
+            raise bad
+        return [_validate_section(entry, spec.item or {}, f"{name}[{i}].", origin) for i, entry in enumerate(value)]
+    return copy.deepcopy(value)
+
+
+def _check_consistency(config: Config, origin: str) -> None:
+    """Rules that involve several keys."""
+    train, spn, sched = config["train"], config["spn"], config["scheduler"]
+    if (train["total_iter"] is None) == (train["epochs"] is None):
+        raise SpnirError(f"{origin}: set exactly one of train.total_iter and train.epochs")
+    if sched["unit"] == "epoch" and train["epochs"] is None:
+        raise SpnirError(f"{origin}: scheduler.unit = epoch needs train.epochs")
+    if sched["type"] == "multistep" and sorted(sched["milestones"]) != sched["milestones"]:
+        raise SpnirError(f"{origin}: scheduler.milestones must increase; got {sched['milestones']}")
+    if sched["type"] == "cosine_restarts":
+        if not sched["periods"]:
+            raise SpnirError(f"{origin}: scheduler.type cosine_restarts needs scheduler.periods")
+        if sched["restart_weights"] and len(sched["restart_weights"]) != len(sched["periods"]):
+            raise SpnirError(f"{origin}: scheduler.restart_weights needs one entry per period "
+                             f"({len(sched['periods'])}); got {sched['restart_weights']}")
+    if spn["enabled"]:
+        weight = spn["weight"]
+        if weight != "auto" and (_number(weight, "float") is None or _number(weight, "float") < 0):
+            raise SpnirError(f"{origin}: spn.weight = {weight!r}: expected a number >= 0 or 'auto'")
+        if weight != "auto":
+            spn["weight"] = _number(weight, "float")
+        if len(spn["periods"]) != len(spn["decays"]):
+            raise SpnirError(f"{origin}: spn.periods ({spn['periods']}) and spn.decays ({spn['decays']}) "
+                             f"need one entry per negative")
+        if not spn["layer_weights"]:
+            raise SpnirError(f"{origin}: spn.layer_weights is empty; name at least one VGG layer")
+    metrics = config["val"]["metrics"]
+    if not isinstance(metrics, list) or not set(metrics) <= {"psnr", "ssim"}:
+        raise SpnirError(f"{origin}: val.metrics = {metrics!r}: expected a list drawn from [psnr, ssim]")
+    for entry in [config["data"]["train"], *config["data"]["val"]]:
+        _check_source(entry, origin)
+
+
+def _check_source(source: Config, origin: str) -> None:
+    kind = source["type"]
+    where = f"data set {source.get('name', 'train')!r}"
+    if kind == "paired" and (source["lq"] is None or source["gt"] is None):
+        raise SpnirError(f"{origin}: {where} of type paired needs both lq and gt folders")
+    if kind == "clean" and source["gt"] is None:
+        raise SpnirError(f"{origin}: {where} of type clean needs a gt folder")
+    if kind in ("clean", "builtin") and not source["degradations"]:
+        raise SpnirError(f"{origin}: {where} of type {kind} needs degradations, e.g. [{{type: bicubic, scale: 4}}]")
+    if kind == "paired" and source["degradations"]:
+        raise SpnirError(f"{origin}: {where}: degradations apply to clean/builtin sets, not to paired folders")
+    if source["degradations"]:
+        from spnir.data.degrade import build_degradation
+
+        build_degradation(source["degradations"], where=f"{origin}: {where} degradations")
+
+
+# ------------------------------------------------------------------------------------------ env paths
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_path(value: str, key: str) -> Path:
+    """``value`` with every ``${VAR}`` replaced from the environment; an unset variable is a clear error."""
+    missing = [name for name in _VAR.findall(value) if not os.environ.get(name)]
+    if missing:
+        raise SpnirError(
+            f"{key} = {value!r} uses the environment variable {missing[0]}, which is not set; "
+            f"point it at your copy of the data, e.g. export {missing[0]}=/data/..."
+        )
+    return Path(os.path.expanduser(_VAR.sub(lambda m: os.environ[m.group(1)], value)))
+
+
+def referenced_variables(config: Config) -> set[str]:
+    """Names of the ``${VAR}`` environment variables a config's data paths use."""
+    found: set[str] = set()
+    sources: Iterable[Config] = [config["data"]["train"], *config["data"]["val"]]
+    for source in sources:
+        for key in ("lq", "gt", "pairs"):
+            if source.get(key):
+                found.update(_VAR.findall(source[key]))
+    if config["model"]["pretrained"]:
+        found.update(_VAR.findall(config["model"]["pretrained"]))
+    return found
+
+
+def dump_config(config: Config) -> str:
+    """The config as YAML (the run directory keeps it beside the checkpoints)."""
+    return yaml.safe_dump(config, sort_keys=False)

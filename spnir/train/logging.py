@@ -1,0 +1,112 @@
+"""What a run reports: a progress bar (iteration, losses, it/s, ETA), TensorBoard events and a CSV of the
+same scalars, and a plain-text log of messages. Only the main process writes; other ranks get a silent logger.
+
+``scalars.csv`` is long-format (``iteration,name,value``), so new scalars never break its header. A resumed
+run first drops the rows a killed run wrote after its last checkpoint, so the file has each iteration once.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+
+class RunLogger:
+    """Progress bar + ``scalars.csv`` + TensorBoard (``tb/``) + ``train.log`` in ``folder``."""
+
+    def __init__(self, folder: str | Path | None, total_iter: int, start_iter: int = 0,
+                 tensorboard: bool = True, progress: bool = True) -> None:
+        self.enabled = folder is not None
+        self.folder = Path(folder) if folder is not None else None
+        self._writer: Any = None
+        self._bar: tqdm | None = None
+        if not self.enabled:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.folder / "scalars.csv"
+        _truncate_after(self.csv_path, start_iter)
+        new = not self.csv_path.exists()
+        self._csv_file = open(self.csv_path, "a", newline="")
+        self._csv = csv.writer(self._csv_file)
+        if new:
+            self._csv.writerow(["iteration", "name", "value"])
+        self._log_file = open(self.folder / "train.log", "a")
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.folder / "tb"), purge_step=start_iter or None)
+        if progress:
+            self._bar = tqdm(total=total_iter, initial=start_iter, unit="it", dynamic_ncols=True,
+                             desc="train", smoothing=0.05)
+        self._start_time, self._start_iter = time.monotonic(), start_iter
+
+    def progress(self, iteration: int, losses: dict[str, float]) -> None:
+        """Advance the bar to ``iteration`` showing the current loss values."""
+        if self._bar is None:
+            return
+        self._bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+        self._bar.update(iteration - self._bar.n)
+
+    def scalars(self, iteration: int, values: dict[str, float]) -> None:
+        """Write ``values`` (name -> number) at ``iteration`` to the CSV and TensorBoard."""
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            self._csv.writerow([iteration, name, f"{value:.8g}"])
+            if self._writer is not None:
+                self._writer.add_scalar(name, value, iteration)
+        self._csv_file.flush()
+
+    def speed(self, iteration: int) -> float:
+        """Iterations per second since this logger started."""
+        elapsed = time.monotonic() - getattr(self, "_start_time", time.monotonic())
+        done = iteration - getattr(self, "_start_iter", iteration)
+        return done / elapsed if elapsed > 0 else math.nan
+
+    def message(self, text: str) -> None:
+        """Print above the bar and append to ``train.log``."""
+        if not self.enabled:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+        self._log_file.write(f"{stamp} {text}\n")
+        self._log_file.flush()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.close()
+        if self._writer is not None:
+            self._writer.close()
+        self._csv_file.close()
+        self._log_file.close()
+        self.enabled = False
+
+
+def _truncate_after(path: Path, iteration: int) -> None:
+    """Drop CSV rows past ``iteration`` (written by a run that was killed before its next checkpoint)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= iteration]
+    if len(kept) != len(rows):
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
+
+
+def read_scalars(path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """``scalars.csv`` as ``name -> [(iteration, value), ...]`` (for plots and reports)."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as f:
+        for row in list(csv.reader(f))[1:]:
+            series.setdefault(row[1], []).append((int(row[0]), float(row[2])))
+    return series

@@ -1,0 +1,103 @@
+"""``run_training(config, out_dir, resume=None)``: one training run from a config, the Python face of
+``spnir train``. Works alike in one process and under torchrun (each rank calls it)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from torch import nn
+
+from spnir.archs.checkpoint import save_model_checkpoint
+from spnir.train.build import build_parts, describe
+from spnir.train.checkpoint import CheckpointDir, load_state, resolve_resume
+from spnir.train.config import Config, dump_config, load_config
+from spnir.train.distributed import barrier, init_distributed, shutdown_distributed
+from spnir.train.logging import RunLogger
+from spnir.train.trainer import Schedule, Trainer
+
+
+@dataclass
+class TrainResult:
+    """What a run did. ``model``/``ema_model`` are the trained networks (on the training device)."""
+
+    out_dir: Path
+    status: str                      # "completed" or "interrupted (SIGTERM)" ...
+    iteration: int
+    total_iter: int
+    last_checkpoint: Path | None     # resumable training state
+    final_weights: dict[str, Path] = field(default_factory=dict)  # "model"/"ema" -> spnir model checkpoint
+    validation: dict[str, dict[str, float]] = field(default_factory=dict)   # last validation
+    best: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)
+    feature_space: str | None = None  # SPN's feature space, None without SPN
+    model: nn.Module | None = None
+    ema_model: nn.Module | None = None
+    signal: int | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+def run_training(
+    config: str | os.PathLike | Config,
+    out_dir: str | os.PathLike,
+    resume: str | None = None,
+    overrides: Sequence[str] = (),
+    on_iteration: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train as ``config`` says, writing into ``out_dir``.
+
+    ``config``: a YAML path (spnir or BasicSR style) or a dict; ``overrides``: ``"key=value"`` strings;
+    ``resume``: ``None`` (fresh), ``"auto"`` (newest checkpoint in ``out_dir``, fresh if none) or a path.
+    ``on_iteration(it)`` is called after every iteration (progress hooks, tests).
+    """
+    notes: list[str] = []
+    config = load_config(config, overrides, notes)
+    out_dir = Path(out_dir)
+    ctx = init_distributed(config["train"]["device"])
+    try:
+        checkpoints = CheckpointDir(out_dir / "checkpoints", keep=config["checkpoint"]["keep"])
+        resume_path = resolve_resume(resume, checkpoints)
+        state = load_state(resume_path) if resume_path is not None else None
+        parts = build_parts(config, ctx)
+        start = int(state["iteration"]) if state is not None else 0
+        logger = RunLogger(out_dir if ctx.is_main else None, parts.total_iter, start,
+                           tensorboard=config["log"]["tensorboard"], progress=config["log"]["progress"])
+        try:
+            if ctx.is_main:
+                (out_dir / "config.yml").write_text(dump_config(config))
+                for line in [*notes, *describe(parts, config)]:
+                    logger.message(line)
+            schedule = Schedule(log_every=config["log"]["every"], val_every=config["val"]["every"],
+                                ckpt_every=config["checkpoint"]["every"], val_use_ema=config["val"]["use_ema"])
+            trainer = Trainer(parts, ctx, checkpoints, logger, schedule, on_iteration)
+            if state is not None:
+                trainer.load_state_dict(state, str(resume_path))
+                logger.message(f"resumed from {resume_path} at iteration {trainer.iteration}")
+            fit = trainer.fit()
+            final = _save_final(parts, out_dir, fit.iteration) if fit.status == "completed" and ctx.is_main else {}
+        finally:
+            logger.close()
+        barrier(ctx)
+    finally:
+        shutdown_distributed(ctx)
+    return TrainResult(
+        out_dir=out_dir, status=fit.status, iteration=fit.iteration, total_iter=parts.total_iter,
+        last_checkpoint=fit.last_checkpoint, final_weights=final, validation=fit.validation, best=fit.best,
+        feature_space=parts.spn.feature_space if parts.spn is not None else None, model=parts.model,
+        ema_model=parts.ema.module if parts.ema is not None else None, signal=fit.signal,
+    )
+
+
+def _save_final(parts, out_dir: Path, iteration: int) -> dict[str, Path]:
+    """The trained weights as spnir model checkpoints (loadable by ``spnir restore/eval --checkpoint``)."""
+    if not getattr(parts.model, "spnir_preset", None):
+        return {}  # a custom module:callable model: its weights are in the training checkpoint
+    saved = {"model": save_model_checkpoint(parts.model, out_dir / "model_final.pt", {"iteration": iteration})}
+    if parts.ema is not None:
+        parts.ema.module.spnir_preset = parts.model.spnir_preset
+        saved["ema"] = save_model_checkpoint(parts.ema.module, out_dir / "model_final_ema.pt",
+                                             {"iteration": iteration, "ema": True})
+    return saved

@@ -105,8 +105,10 @@ class NAFNet(nn.Module):
         super().__init__()
         self.intro = nn.Conv2d(img_channel, width, 3, padding=1)
         self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
-        self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
-        self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
+        # attribute order as the official class, so state_dict() lists keys in the same order
+        self.encoders, self.decoders = nn.ModuleList(), nn.ModuleList()
+        self.middle_blks = nn.Sequential()
+        self.ups, self.downs = nn.ModuleList(), nn.ModuleList()
         chan = width
         for num in enc_blk_nums:
             self.encoders.append(_stage(chan, num))

@@ -28,7 +28,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> to
     while pad_h > 0 or pad_w > 0:
         height, width = x.shape[-2:]
         step_h, step_w = min(pad_h, height - 1), min(pad_w, width - 1)
-        if (pad_h and step_h == 0) or (pad_w and step_w == 0):
+        if step_h == 0 and step_w == 0:  # what is left pads a one-pixel side
             return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
         pad_h, pad_w = pad_h - step_h, pad_w - step_w

@@ -215,11 +215,11 @@ class Evaluator:
         psnr, ssim = self.settings.measure(out, gt[None].to(out.device))
         return ImageResult(item.name, float(psnr[0]), float(ssim[0]), notes)
 
-    def _failed(self, result: SetResult, name: str, exc: SpnirError) -> None:
+    def _failed(self, result: SetResult, name: str, exc: SpnirError, whole_set: bool = False) -> None:
         if self.on_error == "stop":
             raise exc
         result.skipped.append(SkippedImage(name, str(exc)))
-        note(f"skipped {result.name}/{name}: {exc}")
+        note(f"skipped {'set ' + result.name if whole_set else result.name + '/' + name}: {exc}")
 
     def run_set(self, bset: BenchmarkSet) -> SetResult:
         """Evaluate every image of ``bset``; a set that cannot be opened at all counts as one skip."""
@@ -227,7 +227,7 @@ class Evaluator:
         try:
             items = _items(bset, self.scale)
         except SpnirError as exc:
-            self._failed(result, str(bset.lq_dir or bset.gt_dir), exc)
+            self._failed(result, str(bset.lq_dir or bset.gt_dir), exc, whole_set=True)
             return result
         for item in progress(items, desc=bset.name, enabled=self.show_progress):
             try:

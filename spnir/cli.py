@@ -16,6 +16,8 @@ from spnir.errors import SpnirError
 COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("weights", "place and verify ImageNet VGG weights in the torch hub cache"),
     "eval": ("eval", "PSNR/SSIM of a method on benchmark sets (paper-like table, JSON)"),
+    "restore": ("restore", "restore images or folders with a model preset and a checkpoint (tiled, self-ensemble)"),
+    "train": ("train", "train a network from a config (SPN on/off), resumable, single process or torchrun/DDP"),
 }
 
 

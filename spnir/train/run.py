@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from spnir.archs.checkpoint import save_model_checkpoint
+from spnir.spn import SPN
 from spnir.train.build import build_parts, describe
 from spnir.train.checkpoint import CheckpointDir, load_state, resolve_resume
 from spnir.train.config import Config, dump_config, load_config
@@ -33,6 +34,7 @@ class TrainResult:
     feature_space: str | None = None  # SPN's feature space, None without SPN
     model: nn.Module | None = None
     ema_model: nn.Module | None = None
+    spn: SPN | None = None           # the SPN term with its negatives, None without SPN
     signal: int | None = None
 
     @property
@@ -87,7 +89,7 @@ def run_training(
         out_dir=out_dir, status=fit.status, iteration=fit.iteration, total_iter=parts.total_iter,
         last_checkpoint=fit.last_checkpoint, final_weights=final, validation=fit.validation, best=fit.best,
         feature_space=parts.spn.feature_space if parts.spn is not None else None, model=parts.model,
-        ema_model=parts.ema.module if parts.ema is not None else None, signal=fit.signal,
+        ema_model=parts.ema.module if parts.ema is not None else None, spn=parts.spn, signal=fit.signal,
     )
 
 

@@ -78,9 +78,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise SpnirError(_explain_unpickling_error(path, exc)) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the unpickler fails in many ways on a broken file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise SpnirError(
-            f"{path}: cannot read as a PyTorch checkpoint ({str(exc).splitlines()[0]}); "
+            f"{path}: cannot read as a PyTorch checkpoint ({first}); "
             f"expected a file written by torch.save or a .safetensors file"
         ) from None
     if not isinstance(obj, Mapping):

@@ -1,0 +1,113 @@
+"""``spnir restore``: run a preset with a checkpoint over images or folders, keeping the file names."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from spnir.errors import SpnirError
+
+HELP = "restore images or folders with a model preset and a checkpoint (tiled, optional x8 self-ensemble)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
+    parser.add_argument("--out", required=True, help="output folder (file names are kept)")
+    parser.add_argument("--checkpoint", required=True, help=".pth/.pt/.safetensors weights (official or spnir)")
+    parser.add_argument("--model", help="preset name (see docs/models.md); optional for spnir checkpoints")
+    parser.add_argument("--scale", type=int, help="upscaling factor of SR presets")
+    parser.add_argument("--key", help="entry of the checkpoint holding the weights, e.g. params_ema")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="preset override (YAML value), e.g. --set local=true, --set img_size=64; repeatable")
+    parser.add_argument("--tile", type=int, help="restore in tiles of this size (pixels of the input)")
+    parser.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles (default 32)")
+    parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    parser.add_argument("--half", action="store_true", help="float16 inference (cuda only)")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["local=true", "img_size=64"]`` -> ``{"local": True, "img_size": 64}`` (values parsed as YAML)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpnirError(f"--set {item!r}: expected KEY=VALUE, e.g. --set local=true")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def collect_inputs(inputs: list[str]) -> list[Path]:
+    """Image files named directly plus the images of named folders; names must not collide."""
+    from spnir.imageio import is_image_file, list_images
+
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += list_images(item)
+        elif item.is_file():
+            if not is_image_file(item):
+                raise SpnirError(f"{item}: not an image file name this tool reads")
+            files.append(item)
+        else:
+            raise SpnirError(f"{item}: no such file or folder")
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.name in seen and seen[path.name] != path:
+            raise SpnirError(f"{path} and {seen[path.name]} would both be written as {path.name}")
+        seen[path.name] = path
+    return list(dict.fromkeys(files))
+
+
+def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int]:
+    """The model with its weights, and its scale."""
+    from spnir.archs import create_model
+    from spnir.archs.checkpoint import checkpoint_preset, load_state_into, read_checkpoint
+
+    overrides = parse_overrides(args.overrides)
+    content = read_checkpoint(args.checkpoint)
+    recorded = checkpoint_preset(content)
+    name = args.model or (recorded or {}).get("name")
+    if name is None:
+        raise SpnirError(f"{args.checkpoint}: not a spnir checkpoint, so name its preset with --model")
+    scale = args.scale
+    if recorded and recorded["name"] == name:
+        overrides = {**recorded.get("overrides", {}), **overrides}
+        scale = scale or recorded.get("scale")
+    model = create_model(name, scale, **overrides)
+    load_state_into(model, content, key=args.key, source=args.checkpoint)
+    return model, model.spnir_preset["scale"] or 1
+
+
+def pick_device(requested: str | None, half: bool) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise SpnirError("--device cuda: no CUDA device is available here; use --device cpu")
+    device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if half and device.type != "cuda":
+        raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    from spnir.imageio import load_image, save_image
+    from spnir.restore import restore_image
+
+    files = collect_inputs(args.inputs)
+    device = pick_device(args.device, args.half)
+    model, scale = build_model(args)
+    model = model.eval().to(device)
+    if args.half:
+        model = model.half()
+    out_dir = Path(args.out)
+    for path in tqdm(files, desc="restore", unit="img"):
+        image = load_image(path)
+        for note in image.notes:
+            tqdm.write(f"{path}: {note}")
+        restored = restore_image(model, image.data, scale, tile=args.tile, tile_overlap=args.tile_overlap,
+                                 self_ensemble=args.self_ensemble)
+        save_image(restored, out_dir / path.name)
+    print(f"restored {len(files)} image(s) into {out_dir}")
+    return 0

@@ -174,3 +174,5 @@ def test_unreadable_and_truncated_files(tmp_path):
     ds = PairedFolder(tmp_path / "lq", tmp_path / "gt")
     with pytest.raises(SpnirError, match=r"lq/a.png: cannot read image"):
         ds[0]
+    with pytest.raises(SpnirError, match=r"lq/a.png: cannot read image"):
+        PairedFolder(tmp_path / "lq", tmp_path / "gt", verify=True)

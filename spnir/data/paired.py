@@ -154,7 +154,9 @@ class PairedFolder(Dataset):
     Items are ``{"lq": (3,h,w), "gt": (3,H,W), "lq_path": str, "gt_path": str}`` float32 RGB in ``[0, 1]``,
     read with :mod:`spnir.imageio` (grayscale replicated, opaque alpha dropped, 16-bit and transparency
     rejected). ``len()`` is the number of pairs. ``scale`` is the GT/LQ size ratio (1 for all tasks but SR).
-    ``check_sizes=False`` skips reading the headers (for huge sets whose sizes you trust).
+    ``check_sizes=False`` skips reading the headers (for huge sets whose sizes you trust). ``verify=True``
+    decodes every image once at construction so that truncated or corrupt files fail now rather than mid-training
+    (headers alone cannot reveal a cut-off JPEG); it costs one full read of the set.
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class PairedFolder(Dataset):
         scale: int = 1,
         pairs: str | os.PathLike | None = None,
         check_sizes: bool = True,
+        verify: bool = False,
     ) -> None:
         if layout != "auto" and layout not in LAYOUTS:
             raise SpnirError(f"unknown layout {layout!r}; expected 'auto' or one of {', '.join(LAYOUTS)}")
@@ -180,6 +183,9 @@ class PairedFolder(Dataset):
         if layout == "auto":
             log.info("%s: layout %r chosen, %d pairs", self.lq_dir, self.layout, len(matched))
         self.pairs: list[Pair] = [self._checked_pair(lq, gt, check_sizes) for lq, gt in matched]
+        if verify:
+            for path in sorted({p for pair in self.pairs for p in (pair.lq, pair.gt)}):
+                read_image(path)
 
     # -- matching -------------------------------------------------------------------------------------
     def _rules(self) -> dict[str, Callable[[str], str | None]]:

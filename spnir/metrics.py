@@ -24,7 +24,6 @@ from typing import Iterable, Literal, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from spnir.errors import SpnirError
 
@@ -127,11 +126,17 @@ def gaussian_window(size: int = _SSIM_WINDOW, sigma: float = _SSIM_SIGMA) -> tor
 
 
 def _filter_valid(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filtering of every channel of ``(N, C, H, W)``."""
-    channels = x.shape[1]
-    rows = window.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
-    cols = window.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    return F.conv2d(F.conv2d(x, rows, groups=channels), cols, groups=channels)
+    """Separable 'valid' filtering of the last two dims, as in-place weighted sums of shifted views
+    (several times faster than a float64 convolution on CPU)."""
+    taps = window.tolist()
+    h, w = x.shape[-2] - len(taps) + 1, x.shape[-1] - len(taps) + 1
+    rows = x[..., 0:h, :] * taps[0]
+    for k in range(1, len(taps)):
+        rows.add_(x[..., k : k + h, :], alpha=taps[k])
+    out = rows[..., :, 0:w] * taps[0]
+    for k in range(1, len(taps)):
+        out.add_(rows[..., :, k : k + w], alpha=taps[k])
+    return out
 
 
 def ssim(
@@ -148,10 +153,8 @@ def ssim(
         raise SpnirError(f"SSIM needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} px after cropping, "
                          f"got {a.shape[-2]}x{a.shape[-1]}")
     window = gaussian_window().to(a.device)
-    mu_a, mu_b = _filter_valid(a, window), _filter_valid(b, window)
-    var_a = _filter_valid(a * a, window) - mu_a * mu_a
-    var_b = _filter_valid(b * b, window) - mu_b * mu_b
-    cov = _filter_valid(a * b, window) - mu_a * mu_b
+    mu_a, mu_b, sq_a, sq_b, prod = _filter_valid(torch.stack([a, b, a * a, b * b, a * b]), window)
+    var_a, var_b, cov = sq_a - mu_a * mu_a, sq_b - mu_b * mu_b, prod - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + _SSIM_C1) * (2 * cov + _SSIM_C2)) / (
         (mu_a * mu_a + mu_b * mu_b + _SSIM_C1) * (var_a + var_b + _SSIM_C2)
     )

@@ -162,3 +162,12 @@ def test_clean_images_from_folder(tmp_path):
     assert src.gt_sizes()[0][1:] == (20, 24) and src[0]["gt"].shape == (3, 20, 24)
     with pytest.raises(SpnirError, match="no image files"):
         CleanImages.from_folder(tmp_path)
+
+
+def test_set14_with_grayscale_bridge_feeds_sr_patches(shared_data):
+    src = CleanImages.from_folder(shared_data / "Set14")
+    ds = PatchDataset(src, 96, degradation=build_degradation("sr", scale=4))
+    names = [Path(n).name for n, _, _ in src.gt_sizes()]
+    item = ds[(0, names.index("bridge.png"))]
+    assert item["gt"].shape == (3, 96, 96) and item["lq"].shape == (3, 24, 24)
+    assert torch.equal(item["gt"][0], item["gt"][1])  # grayscale replicated to RGB

@@ -41,6 +41,13 @@ _LAYERS = {
 }
 
 
+def linspace(start: float, end: float, steps: int) -> list[float]:
+    """``steps`` evenly spaced floats from ``start`` to ``end`` (plain Python: works under a meta device)."""
+    if steps == 1:
+        return [start]
+    return [start + (end - start) * index / (steps - 1) for index in range(steps)]
+
+
 def relative_position_index(window: int, k_bound: int) -> torch.Tensor:
     """(window^2, window^2) index into a ((2k-1)^2)-row bias table of offsets clamped to |d| < k_bound."""
     coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
@@ -253,7 +260,7 @@ class IDT(nn.Module):
         )
         self.output_proj = TokenConv("proj", nn.Conv2d(2 * embed_dim, in_chans, 3, padding=1), tokens_out=False)
 
-        encoder_rates = torch.linspace(0, drop_path_rate, sum(depths[:4])).tolist()
+        encoder_rates = linspace(0.0, drop_path_rate, sum(depths[:4]))
         decoder_rates = encoder_rates[::-1]
         bounds = [0, *accumulate(depths)]
         previous_width = 0

@@ -78,13 +78,43 @@ class PSNRLoss(_WeightedLoss):
         return self.loss_weight * (10.0 / math.log(10.0)) * torch.log(mse + 1e-8).mean()
 
 
+class SSIMLoss(_WeightedLoss):
+    """``loss_weight * (1 - SSIM)`` as IDT trains (its ``-SSIM`` up to a constant): 11x11 Gaussian window,
+    sigma 1.5, zero padding to the input size, per channel, images in [0, 1]; ``reduction`` must be mean."""
+
+    def __init__(self, loss_weight: float = 1.0, reduction: str = "mean") -> None:
+        super().__init__(loss_weight, reduction)
+        if reduction != "mean":
+            raise SpnirError("SSIMLoss supports reduction='mean' only")
+        x = torch.arange(11, dtype=torch.float32) - 5
+        g = torch.exp(-(x * x) / (2 * 1.5**2))
+        g = g / g.sum()
+        self.register_buffer("window", torch.outer(g, g).view(1, 1, 11, 11), persistent=False)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        channels = pred.shape[1]
+        window = self.window.to(pred.dtype).expand(channels, 1, 11, 11)
+
+        def blur(x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.conv2d(x, window, padding=5, groups=channels)
+
+        mu_p, mu_t = blur(pred), blur(target)
+        var_p = blur(pred * pred) - mu_p.square()
+        var_t = blur(target * target) - mu_t.square()
+        cov = blur(pred * target) - mu_p * mu_t
+        c1, c2 = 0.01**2, 0.03**2
+        ssim_map = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p.square() + mu_t.square() + c1) * (var_p + var_t + c2))
+        return self.loss_weight * (1.0 - ssim_map.mean())
+
+
 LOSSES: dict[str, type[nn.Module]] = {
     "L1Loss": L1Loss,
     "MSELoss": MSELoss,
     "CharbonnierLoss": CharbonnierLoss,
     "PSNRLoss": PSNRLoss,
+    "SSIMLoss": SSIMLoss,
 }
-_ALIASES = {"l1": "L1Loss", "mse": "MSELoss", "l2": "MSELoss", "charbonnier": "CharbonnierLoss", "psnr": "PSNRLoss"}
+_ALIASES = {"l1": "L1Loss", "mse": "MSELoss", "l2": "MSELoss", "charbonnier": "CharbonnierLoss", "psnr": "PSNRLoss", "ssim": "SSIMLoss"}
 
 
 def build_loss(spec: dict[str, Any] | str) -> nn.Module:

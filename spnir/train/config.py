@@ -213,18 +213,9 @@ def load_config(
     BasicSR mapping ignored (settings with no effect here).
     """
     if isinstance(source, dict):
-        raw, origin = copy.deepcopy(source), "config"
+        raw, origin = _with_base(copy.deepcopy(source), Path.cwd(), "config", ()), "config"
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise SpnirError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise SpnirError(f"{path}: not valid YAML: {exc}") from exc
-        origin = str(path)
-        if not isinstance(raw, dict):
-            raise SpnirError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+        raw, origin = _read_yaml(Path(source), ()), str(source)
     if _is_basicsr(raw):
         from spnir.train.basicsr import map_basicsr_options
 
@@ -234,6 +225,36 @@ def load_config(
     for item in overrides:
         apply_override(raw, item)
     return validate(raw, origin)
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> Config:
+    if not path.is_file():
+        raise SpnirError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpnirError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpnirError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+    return _with_base(raw, path.parent, str(path), chain + (path.resolve(),))
+
+
+def _with_base(raw: Config, folder: Path, origin: str, chain: tuple[Path, ...]) -> Config:
+    """``base: other.yml`` (relative to the file) is read first; this file's keys override it (deep merge)."""
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    path = (folder / str(base)).resolve()
+    if path in chain:
+        raise SpnirError(f"{origin}: base {base} includes itself (chain: {' -> '.join(map(str, chain))})")
+    return _merge(_read_yaml(path, chain), raw)
+
+
+def _merge(base: Config, top: Config) -> Config:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _is_basicsr(raw: Config) -> bool:
@@ -415,6 +436,10 @@ def _check_consistency(config: Config, origin: str) -> None:
                              f"need one entry per negative")
         if not spn["layer_weights"]:
             raise SpnirError(f"{origin}: spn.layer_weights is empty; name at least one VGG layer")
+    from spnir.losses import build_loss
+
+    loss = config["loss"]
+    build_loss({"type": loss["type"], "loss_weight": loss["weight"], **loss["args"]})  # names and arguments
     metrics = config["val"]["metrics"]
     if not isinstance(metrics, list) or not set(metrics) <= {"psnr", "ssim"}:
         raise SpnirError(f"{origin}: val.metrics = {metrics!r}: expected a list drawn from [psnr, ssim]")

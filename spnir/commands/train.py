@@ -5,6 +5,7 @@ Under ``torchrun --nproc_per_node=N -m spnir train ...`` every rank runs this co
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 HELP = "train a network from a config (SPN on/off), resumable, single process or torchrun/DDP"
@@ -36,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path("runs") / config["name"]
     result = run_training(config, out, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0 if result.completed else (128 + result.signal if result.signal else 1)
     if result.completed:
         print(f"spnir train: completed {result.iteration} iterations; run folder {out}")
         for kind, path in result.final_weights.items():

@@ -70,7 +70,8 @@ def run_training(
         try:
             if ctx.is_main:
                 (out_dir / "config.yml").write_text(dump_config(config))
-                for line in [*notes, *describe(parts, config)]:
+                processes = [f"DDP over {ctx.world_size} processes on {ctx.device.type}"] if ctx.distributed else []
+                for line in [*notes, *processes, *describe(parts, config)]:
                     logger.message(line)
             schedule = Schedule(log_every=config["log"]["every"], val_every=config["val"]["every"],
                                 ckpt_every=config["checkpoint"]["every"], val_use_ema=config["val"]["use_ema"])

@@ -107,9 +107,9 @@ class Trainer:
         self.on_iteration = on_iteration
         self.iteration = 0
         self.last_validation: dict[str, dict[str, float]] = {}
-        self.scaler = torch.amp.GradScaler("cuda") if parts.amp == "fp16" else None
         if parts.amp == "fp16" and ctx.device.type != "cuda":
             raise SpnirError("train.amp = fp16 needs a CUDA device (its GradScaler); use bf16 on the CPU")
+        self.scaler = torch.amp.GradScaler("cuda") if parts.amp == "fp16" else None
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

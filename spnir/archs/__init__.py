@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 
+from spnir.archs.checkpoint import load_checkpoint, model_from_checkpoint, save_model_checkpoint
 from spnir.archs.registry import Preset, create_model, get_preset, list_models, register_model
 
 # Families, imported below so that their presets register. Add a family here when its file exists.
@@ -14,4 +15,13 @@ FAMILY_MODULES: tuple[str, ...] = ("edsr", "swinir", "nafnet", "ffanet", "dehaze
 for _module in FAMILY_MODULES:
     importlib.import_module(f"spnir.archs.{_module}")
 
-__all__ = ["Preset", "create_model", "get_preset", "list_models", "register_model"]
+__all__ = [
+    "Preset",
+    "create_model",
+    "get_preset",
+    "list_models",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "register_model",
+    "save_model_checkpoint",
+]

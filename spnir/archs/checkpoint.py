@@ -7,8 +7,8 @@ FFA-Net's among them, store numpy float64 metrics beside the weights); ``.safete
 
 Which state dict inside the file is used, in order:
 
-1. a spnir model checkpoint: its ``params``;
-2. ``key=`` when given (e.g. ``"params_ema"``);
+1. ``key=`` when given (e.g. ``"params_ema"``);
+2. a spnir model checkpoint: its ``params``;
 3. BasicSR's ``{"params": ..., "params_ema": ...}``: ``params`` when present, else ``params_ema`` (BasicSR's
    ``load_network`` default, which its and SwinIR's/NAFNet's test options keep);
 4. a single wrapper entry ``state_dict``, ``model`` or ``net`` holding the weights (DehazeFormer, FFA-Net);
@@ -129,17 +129,17 @@ def checkpoint_preset(content: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def select_state_dict(content: Mapping[str, Any], key: str | None = None, source: str = "checkpoint") -> StateDict:
     """The state dict inside a checkpoint's content, chosen as the module doc says; no family filter."""
-    if content.get("format") == FORMAT:
-        if content.get("version", 0) > FORMAT_VERSION:
-            raise SpnirError(
-                f"{source}: spnir checkpoint version {content['version']}; this spnir reads up to "
-                f"{FORMAT_VERSION} (upgrade spnir)"
-            )
-        state = content["params"]
-    elif key is not None:
+    if content.get("format") == FORMAT and content.get("version", 0) > FORMAT_VERSION:
+        raise SpnirError(
+            f"{source}: spnir checkpoint version {content['version']}; this spnir reads up to "
+            f"{FORMAT_VERSION} (upgrade spnir)"
+        )
+    if key is not None:
         if key not in content:
             raise SpnirError(f"{source}: no entry {key!r}; the file holds {_describe_entries(content)}")
         state = content[key]
+    elif content.get("format") == FORMAT:
+        state = content["params"]
     elif any(k in content for k in BASICSR_KEYS):
         state = content["params"] if "params" in content else content["params_ema"]
     else:
@@ -301,8 +301,8 @@ def save_model_checkpoint(
     return path
 
 
-def model_from_checkpoint(path: str | os.PathLike, **overrides: Any) -> nn.Module:
-    """Build the preset recorded in a spnir model checkpoint and load its weights.
+def model_from_checkpoint(path: str | os.PathLike, key: str | None = None, **overrides: Any) -> nn.Module:
+    """Build the preset recorded in a spnir model checkpoint and load its weights (entry ``key`` if given).
 
     ``overrides`` change test-time options on top of the recorded ones (e.g. ``local=True`` for NAFNet).
     """
@@ -314,5 +314,5 @@ def model_from_checkpoint(path: str | os.PathLike, **overrides: Any) -> nn.Modul
             f"official or foreign weights"
         )
     model = create_model(record["name"], record.get("scale"), **{**record.get("overrides", {}), **overrides})
-    load_state_into(model, content, source=str(path))
+    load_state_into(model, content, key=key, source=str(path))
     return model

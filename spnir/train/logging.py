@@ -24,6 +24,7 @@ class RunLogger:
         self.folder = Path(folder) if folder is not None else None
         self._writer: Any = None
         self._bar: tqdm | None = None
+        self._start_time, self._start_iter = time.monotonic(), start_iter
         if not self.enabled:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -42,7 +43,6 @@ class RunLogger:
         if progress:
             self._bar = tqdm(total=total_iter, initial=start_iter, unit="it", dynamic_ncols=True,
                              desc="train", smoothing=0.05)
-        self._start_time, self._start_iter = time.monotonic(), start_iter
 
     def progress(self, iteration: int, losses: dict[str, float]) -> None:
         """Advance the bar to ``iteration`` showing the current loss values."""
@@ -63,8 +63,8 @@ class RunLogger:
 
     def speed(self, iteration: int) -> float:
         """Iterations per second since this logger started."""
-        elapsed = time.monotonic() - getattr(self, "_start_time", time.monotonic())
-        done = iteration - getattr(self, "_start_iter", iteration)
+        elapsed = time.monotonic() - self._start_time
+        done = iteration - self._start_iter
         return done / elapsed if elapsed > 0 else math.nan
 
     def message(self, text: str) -> None:

@@ -194,7 +194,7 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.grad_clip or math.inf)
             grad_norm = float(norm)
             if not math.isfinite(grad_norm):
-                values = ", ".join(f"{k} {float(v):.4g}" for k, v in terms.items())
+                values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
                 raise TrainingDiverged(self._diverged_message(f"the gradient norm of the loss ({values})",
                                                               grad_norm))
             p.optimizer.step()

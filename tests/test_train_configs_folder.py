@@ -54,3 +54,17 @@ def test_base_inheritance_merges_sections_and_refuses_cycles(tmp_path):
     (tmp_path / "d.yml").write_text("base: c.yml\n")
     with pytest.raises(Exception, match="includes itself"):
         load_config(tmp_path / "c.yml")
+
+
+def test_every_config_names_a_preset_that_builds_with_its_arguments():
+    import torch
+
+    from spnir.train.build import build_model
+
+    combos = {}
+    for path in FILES:
+        model = load_config(path)["model"]
+        combos[(model["name"], model["scale"], repr(model["args"]))] = model
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        for model in combos.values():
+            assert sum(p.numel() for p in build_model(model).parameters()) > 0

@@ -11,7 +11,7 @@ The drop-in piece::
 from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
 from spnir.negatives import NegativeBank
-from spnir.spn import SPN
+from spnir.spn import SPN, NegativeLoss
 
-__all__ = ["SPN", "NegativeBank", "VGGFeatures", "SpnirError"]
+__all__ = ["SPN", "NegativeLoss", "NegativeBank", "VGGFeatures", "SpnirError"]
 __version__ = "0.1.0"

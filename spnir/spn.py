@@ -1,4 +1,4 @@
-"""SPN: the self-prior guided negative loss as one object any training loop can hold.
+"""Negative losses: SPN (history negatives) and the same loss with other negative sources.
 
     spn = SPN(model, weight=0.001)
     out = model(lq)
@@ -6,9 +6,19 @@
     loss.backward(); opt.step()
     spn.step()                                   # advance the schedule, refresh negatives when due
 
-The term is ``-weight * mean_j( sum_k w_k * L1(phi_k(out), phi_k(neg_j)) )``: the distance between the
-output and the negatives' outputs is *subtracted*, as in the paper and the official code (the method's
-README writes ``+ lambda * L_neg`` with ``L_neg`` already carrying the minus sign).
+:class:`NegativeLoss` holds a negative source (:mod:`spnir.negative_sources`), the feature extractor and
+the form of the term; :class:`SPN` is that loss with the history source (its negative models).
+
+Forms, with ``D_k(a, b) = mean |phi_k(a) - phi_k(b)|`` and ``j`` over the N negatives:
+
+- ``difference`` (SPN): ``-weight * mean_j( sum_k w_k * D_k(out, neg_j) )``: the distance to the negatives
+  is *subtracted*, as in the paper and the official code (the method's README writes ``+ lambda * L_neg``
+  with ``L_neg`` already carrying the minus sign).
+- ``ratio`` (CR of AECR-Net): ``weight * sum_k w_k * D_k(out, gt) / (mean_j D_k(out, neg_j) + 1e-7)``; the
+  ground truth's and the negatives' features are detached, as in AECR-Net's ``ContrastLoss``.
+
+Uncertainty (optional, ``uncertainty_weight > 0``): the per-pixel spread of the negatives and the current
+output weights an extra L1 reconstruction term, see :func:`uncertainty_weights`.
 """
 from __future__ import annotations
 
@@ -20,48 +30,82 @@ from torch import nn
 
 from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
+from spnir.negative_sources import HistoryNegatives
 from spnir.negatives import FreshModel, NegativeBank
 
 FeatureFn = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
 DEFAULT_LAYER_WEIGHTS = {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5}
+# CR (AECR-Net's ContrastLoss): VGG19 relu1_1 .. relu5_1 with weights 1/32, 1/16, 1/8, 1/4, 1.
+CR_LAYER_WEIGHTS = {"relu1_1": 1 / 32, "relu2_1": 1 / 16, "relu3_1": 1 / 8, "relu4_1": 1 / 4, "relu5_1": 1.0}
+FORMS = ("difference", "ratio")
+RATIO_EPS = 1e-7
 
 
-class SPN(nn.Module):
-    """The negative term of SPN, its negative models and their schedule.
+def make_features(features: str | nn.Module | FeatureFn, layer_names: Sequence[str],
+                  vgg_weights: str | os.PathLike = "imagenet"):
+    """``"vgg16"``/``"vgg19"`` -> a frozen :class:`VGGFeatures` computing ``layer_names``; a module or callable
+    is checked (a ``VGGFeatures`` must compute every named layer) and frozen if it is a module."""
+    if isinstance(features, str):
+        return VGGFeatures(features, list(layer_names), weights=vgg_weights)
+    if isinstance(features, VGGFeatures):
+        unknown = [k for k in layer_names if k not in features.layers]
+        if unknown:
+            raise SpnirError(f"layer_weights names {unknown}, but the VGGFeatures computes only {features.layers}")
+    elif not callable(features):
+        raise SpnirError(f"features must be 'vgg16', 'vgg19', a VGGFeatures or a callable; got {features!r}")
+    if isinstance(features, nn.Module):
+        features.requires_grad_(False).eval()
+    return features
+
+
+@torch.no_grad()
+def uncertainty_weights(out: torch.Tensor, negatives: Sequence[torch.Tensor], eps: float = 1e-3) -> torch.Tensor:
+    """Per-pixel weights ``(N, 1, H, W)`` from the spread of the negatives and the current output (detached).
+
+    ``u = mean_c std_s(x_s)`` over the samples ``s in {out, neg_1, ..., neg_N}`` (population std, per pixel
+    and channel, then averaged over channels); ``w = (u + eps) / mean_{h,w}(u + eps)`` per image, so each
+    image's weights average to 1 and agreeing samples (``u = 0``) give the plain L1.
+    """
+    samples = torch.stack([out.detach().float(), *(n.detach().float() for n in negatives)])
+    spread = samples.std(dim=0, unbiased=False).mean(dim=1, keepdim=True) + eps
+    return spread / spread.mean(dim=(2, 3), keepdim=True)
+
+
+class NegativeLoss(nn.Module):
+    """A negative term: ``source`` gives negatives, ``features`` embeds them, ``form`` compares.
 
     Args:
-        model: the network being trained (DDP/compile wrappers are looked through).
-        weight: lambda, or ``"auto"``: scale the term to ``auto_ratio`` times the reconstruction loss
-            from running (detached) averages of both; then pass ``recon=`` to each call.
+        source: a negative source (:mod:`spnir.negative_sources`); kept as ``self.negatives``.
+        weight: lambda, or ``"auto"``: scale the term to ``auto_ratio`` times the reconstruction loss from
+            running (detached) averages of both; then pass ``recon=`` to each call.
         layer_weights: feature name -> weight ``w_k``.
         features: ``"vgg16"``, ``"vgg19"``, a :class:`VGGFeatures`, or any callable mapping an image batch
             to a dict of named feature maps.
-        periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay: the negatives'
-            schedule, see :class:`~spnir.negatives.NegativeBank`.
+        form: ``"difference"`` (SPN) or ``"ratio"`` (CR; needs ``gt``).
         vgg_weights: for ``features="vgg16"/"vgg19"``: ``"imagenet"`` (torch hub cache), a path, or
             ``"random"`` (seeded random weights, only when asked for).
-        bound: if set, each negative's distance is capped at ``bound`` (a hinge: no push once that far).
+        bound: difference form only: each negative's distance is capped at ``bound`` (no push once that far).
         auto_ratio, auto_momentum: target ratio and running-average momentum of ``weight="auto"``.
+        uncertainty_weight: if > 0, adds ``uncertainty_weight * mean(w * |out - gt|)`` with ``w`` from
+            :func:`uncertainty_weights` (needs ``gt``).
+        uncertainty_eps: ``eps`` of :func:`uncertainty_weights`.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        source: nn.Module,
         weight: float | str = 0.001,
         layer_weights: Mapping[str, float] | None = None,
         features: str | nn.Module | FeatureFn = "vgg16",
-        periods: Sequence[int] = (100,),
-        decays: Sequence[float] = (0.1,),
-        init_decay: float = 0.0,
+        form: str = "difference",
         *,
         vgg_weights: str | os.PathLike = "imagenet",
-        fresh_model: FreshModel | None = None,
-        adaptive_threshold: float | None = None,
-        adaptive_decay: float = 0.001,
         bound: float | None = None,
         auto_ratio: float = 0.05,
         auto_momentum: float = 0.99,
+        uncertainty_weight: float = 0.0,
+        uncertainty_eps: float = 1e-3,
     ) -> None:
         super().__init__()
         self.layer_weights = dict(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
@@ -72,34 +116,29 @@ class SPN(nn.Module):
                 raise SpnirError(f"auto_ratio must be > 0; got {auto_ratio}")
         elif isinstance(weight, str) or float(weight) < 0:
             raise SpnirError(f"weight must be a number >= 0 or 'auto'; got {weight!r}")
+        if form not in FORMS:
+            raise SpnirError(f"form must be one of {', '.join(FORMS)}; got {form!r}")
         if bound is not None and bound <= 0:
             raise SpnirError(f"bound must be > 0 (or None); got {bound}")
+        if bound is not None and form != "difference":
+            raise SpnirError("bound caps the distance of the difference form; the ratio form is bounded below by 0")
+        if uncertainty_weight < 0 or uncertainty_eps <= 0:
+            raise SpnirError(f"uncertainty_weight must be >= 0 and uncertainty_eps > 0; got {uncertainty_weight}, "
+                             f"{uncertainty_eps}")
+        for method in ("negatives", "step"):
+            if not callable(getattr(source, method, None)):
+                raise SpnirError(f"source {type(source).__name__} has no {method}() method: expected a negative "
+                                 "source from spnir.negative_sources")
         self.weight = weight if weight == "auto" else float(weight)
-        self.bound = bound
+        self.form, self.bound = form, bound
         self.auto_ratio, self.auto_momentum = float(auto_ratio), float(auto_momentum)
+        self.uncertainty_weight, self.uncertainty_eps = float(uncertainty_weight), float(uncertainty_eps)
         self._avg_recon: float | None = None
         self._avg_distance: float | None = None
-        # Kept outside the module tree so state_dict() holds negatives only; _apply moves it with us.
-        self.__dict__["features"] = self._make_features(features, vgg_weights)
-        self.negatives = NegativeBank(
-            model, periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay
-        )
+        # Kept outside the module tree so state_dict() holds the source's state only; _apply moves it with us.
+        self.__dict__["features"] = make_features(features, list(self.layer_weights), vgg_weights)
+        self.negatives = source
         self.last: dict[str, torch.Tensor] = {}
-
-    def _make_features(self, features: str | nn.Module | FeatureFn, vgg_weights: str | os.PathLike):
-        if isinstance(features, str):
-            return VGGFeatures(features, list(self.layer_weights), weights=vgg_weights)
-        if isinstance(features, VGGFeatures):
-            unknown = [k for k in self.layer_weights if k not in features.layers]
-            if unknown:
-                raise SpnirError(
-                    f"layer_weights names {unknown}, but the VGGFeatures computes only {features.layers}"
-                )
-        elif not callable(features):
-            raise SpnirError(f"features must be 'vgg16', 'vgg19', a VGGFeatures or a callable; got {features!r}")
-        if isinstance(features, nn.Module):
-            features.requires_grad_(False).eval()
-        return features
 
     @property
     def feature_space(self) -> str:
@@ -119,17 +158,30 @@ class SPN(nn.Module):
             raise SpnirError(f"layer_weights names {missing}, but the features give only {list(feats)}")
         return feats
 
-    def distances(self, out: torch.Tensor, negatives: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``sum_k w_k * L1(phi_k(out), phi_k(neg_j))`` for each negative ``j`` (a vector of length N)."""
+    def layer_distances(self, out: torch.Tensor, others: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``D_k(out, other_j)`` for each layer ``k``: a vector of length ``len(others)`` per layer name.
+
+        Gradients flow through ``out`` only; ``others`` are embedded without autograd.
+        """
+        for i, other in enumerate(others):
+            if other.shape != out.shape:
+                raise SpnirError(f"negative {i} has shape {tuple(other.shape)}, the output {tuple(out.shape)}")
         feats_out = self._features(out)
         with torch.no_grad():
-            feats_neg = self._features(torch.cat([n.detach() for n in negatives]).to(out.dtype))
-        count = len(negatives)
-        per_negative = out.new_zeros(count, dtype=torch.float32)
-        for name, w in self.layer_weights.items():
+            feats_other = self._features(torch.cat([o.detach() for o in others]).to(out.dtype))
+        count = len(others)
+        distances = {}
+        for name in self.layer_weights:
             fo = feats_out[name]
-            fn = feats_neg[name].reshape(count, *fo.shape)
-            per_negative = per_negative + w * (fo.unsqueeze(0) - fn).abs().flatten(1).float().mean(dim=1)
+            fn = feats_other[name].reshape(count, *fo.shape)
+            distances[name] = (fo.unsqueeze(0) - fn).abs().flatten(1).float().mean(dim=1)
+        return distances
+
+    def distances(self, out: torch.Tensor, negatives: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``sum_k w_k * D_k(out, neg_j)`` for each negative ``j`` (a vector of length N)."""
+        per_negative = out.new_zeros(len(negatives), dtype=torch.float32)
+        for name, d in self.layer_distances(out, negatives).items():
+            per_negative = per_negative + self.layer_weights[name] * d
         return per_negative
 
     def forward(
@@ -141,36 +193,60 @@ class SPN(nn.Module):
     ) -> torch.Tensor:
         """The signed, weighted negative term for this batch (add it to the loss).
 
-        ``gt`` is needed by the adaptive refresh; ``recon`` (the reconstruction loss) by ``weight="auto"``.
+        ``gt`` is needed by the ratio form, the uncertainty term, the degraded-gt source and the adaptive
+        refresh; ``recon`` (the reconstruction loss) by ``weight="auto"``.
         """
-        if gt is not None and self.negatives.adaptive_threshold is not None:
-            self.negatives.observe(out, gt)
-        per_negative = self.distances(out, self.negatives(lq))
-        if self.bound is not None:
-            per_negative = per_negative.clamp(max=self.bound)
-        distance = per_negative.mean()
-        weight = self._effective_weight(distance, recon)
-        term = -weight * distance
-        self.last = {"neg_distance": distance.detach(), "neg_weight": torch.tensor(weight, dtype=torch.float64), "neg_term": term.detach()}
+        negatives = self.negatives.negatives(lq, out, gt)
+        if not negatives:
+            raise SpnirError(f"the {type(self.negatives).__name__} source gave no negatives")
+        stats: dict[str, torch.Tensor] = {}
+        if self.form == "difference":
+            per_negative = self.distances(out, negatives)
+            if self.bound is not None:
+                per_negative = per_negative.clamp(max=self.bound)
+            value = per_negative.mean()
+            stats["neg_distance"] = value.detach()
+            sign = -1.0
+        else:
+            if gt is None:
+                raise SpnirError("the ratio form compares with the ground truth: pass gt, as in loss(lq, out, gt=gt)")
+            d = self.layer_distances(out, [gt, *negatives])
+            value = sum(w * d[k][0] / (d[k][1:].mean() + RATIO_EPS) for k, w in self.layer_weights.items())
+            stats["neg_distance"] = sum(w * d[k][1:].mean() for k, w in self.layer_weights.items()).detach()
+            stats["neg_ratio"] = value.detach()
+            sign = 1.0
+        weight = self._effective_weight(value, recon)
+        term = sign * weight * value
+        stats["neg_weight"] = torch.tensor(weight, dtype=torch.float64)
+        stats["neg_term"] = term.detach()
+        if self.uncertainty_weight > 0:
+            if gt is None:
+                raise SpnirError("the uncertainty-weighted reconstruction needs the ground truth: pass gt")
+            w = uncertainty_weights(out, negatives, self.uncertainty_eps)
+            weighted = ((out.float() - gt.float()).abs() * w).mean()
+            term = term + self.uncertainty_weight * weighted
+            stats["unc_recon"] = weighted.detach()
+            stats["unc_max_weight"] = w.max()
+        self.last = stats
         return term
 
-    def _effective_weight(self, distance: torch.Tensor, recon: torch.Tensor | None) -> float:
+    def _effective_weight(self, value: torch.Tensor, recon: torch.Tensor | None) -> float:
         if self.weight != "auto":
             return self.weight
         if recon is None:
             raise SpnirError("weight='auto' needs the reconstruction loss: call spn(lq, out, recon=loss)")
-        r, d = float(recon.detach()), float(distance.detach())
+        r, d = float(recon.detach()), float(value.detach())
         m = self.auto_momentum
         self._avg_recon = r if self._avg_recon is None else m * self._avg_recon + (1 - m) * r
         self._avg_distance = d if self._avg_distance is None else m * self._avg_distance + (1 - m) * d
         return self.auto_ratio * abs(self._avg_recon) / max(self._avg_distance, 1e-12)
 
     def stats(self) -> dict[str, float]:
-        """The last call's distance, effective weight and term, as floats (for logging)."""
+        """The last call's distance, effective weight and term (and ratio, uncertainty term), as floats."""
         return {k: float(v) for k, v in self.last.items()}
 
     def step(self) -> list[int]:
-        """Call once after each optimiser step: advances the schedule; returns the refreshed negatives."""
+        """Call once after each optimiser step: advances the source (refreshes history negatives when due)."""
         return self.negatives.step()
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -179,3 +255,49 @@ class SPN(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self._avg_recon = state["avg_recon"]
         self._avg_distance = state["avg_distance"]
+
+
+class SPN(NegativeLoss):
+    """The negative term of SPN, its negative models and their schedule: :class:`NegativeLoss` with the
+    history source (``spn.negatives`` is the :class:`~spnir.negatives.NegativeBank`).
+
+    Args:
+        model: the network being trained (DDP/compile wrappers are looked through).
+        weight, layer_weights, features, vgg_weights, bound, auto_ratio, auto_momentum, form,
+            uncertainty_weight, uncertainty_eps: see :class:`NegativeLoss`.
+        periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay: the negatives'
+            schedule, see :class:`~spnir.negatives.NegativeBank`.
+    """
+
+    negatives: NegativeBank
+
+    def __init__(
+        self,
+        model: nn.Module,
+        weight: float | str = 0.001,
+        layer_weights: Mapping[str, float] | None = None,
+        features: str | nn.Module | FeatureFn = "vgg16",
+        periods: Sequence[int] = (100,),
+        decays: Sequence[float] = (0.1,),
+        init_decay: float = 0.0,
+        *,
+        vgg_weights: str | os.PathLike = "imagenet",
+        fresh_model: FreshModel | None = None,
+        adaptive_threshold: float | None = None,
+        adaptive_decay: float = 0.001,
+        bound: float | None = None,
+        auto_ratio: float = 0.05,
+        auto_momentum: float = 0.99,
+        form: str = "difference",
+        uncertainty_weight: float = 0.0,
+        uncertainty_eps: float = 1e-3,
+    ) -> None:
+        names = list(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
+        if not names:
+            raise SpnirError("layer_weights is empty: name at least one feature layer")
+        # features first, then the negatives: the global RNG is drawn in the same order as before
+        features = make_features(features, names, vgg_weights)
+        bank = HistoryNegatives(model, periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay)
+        super().__init__(bank, weight, layer_weights, features, form, vgg_weights=vgg_weights, bound=bound,
+                         auto_ratio=auto_ratio, auto_momentum=auto_momentum,
+                         uncertainty_weight=uncertainty_weight, uncertainty_eps=uncertainty_eps)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from spnir.archs import create_model
-from spnir.archs.checkpoint import load_checkpoint
+from spnir.archs.checkpoint import load_checkpoint, model_from_checkpoint
 from spnir.data.degrade import build_degradation
 from spnir.data.paired import PairedFolder
 from spnir.data.sampling import CleanImages, EpochSampler, PatchDataset, SyntheticPairs
@@ -25,7 +25,8 @@ from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
 from spnir.losses import build_loss
 from spnir.metrics import MetricSettings
-from spnir.spn import SPN
+from spnir.negative_sources import DegradedGTNegatives, FrozenNegatives, InputNegatives
+from spnir.spn import SPN, NegativeLoss
 from spnir.train.config import Config, expand_path
 from spnir.train.distributed import DistContext, ShardedBatchSampler
 from spnir.train.optim import build_optimizer, build_scheduler
@@ -101,10 +102,30 @@ def build_spn(config: Config, model: nn.Module, device: torch.device) -> SPN | N
         return None
     features = VGGFeatures(cfg["features"], list(cfg["layer_weights"]), weights=cfg["feature_weights"],
                            input_norm=cfg["input_norm"], range_norm=cfg["range_norm"], seed=config["seed"])
-    return SPN(model, weight=cfg["weight"], layer_weights=cfg["layer_weights"], features=features,
-               periods=cfg["periods"], decays=cfg["decays"], init_decay=cfg["init_decay"],
-               adaptive_threshold=cfg["adaptive_threshold"], adaptive_decay=cfg["adaptive_decay"],
-               bound=cfg["max_distance"], auto_ratio=cfg["target_ratio"]).to(device)
+    common = dict(weight=cfg["weight"], layer_weights=cfg["layer_weights"], features=features, form=cfg["form"],
+                  bound=cfg["max_distance"], auto_ratio=cfg["target_ratio"],
+                  uncertainty_weight=cfg["uncertainty_weight"])
+    if cfg["source"] == "history":
+        return SPN(model, periods=cfg["periods"], decays=cfg["decays"], init_decay=cfg["init_decay"],
+                   adaptive_threshold=cfg["adaptive_threshold"], adaptive_decay=cfg["adaptive_decay"],
+                   **common).to(device)
+    return NegativeLoss(build_negative_source(cfg, config["seed"]), **common).to(device)
+
+
+def build_negative_source(cfg: Config, seed: int) -> nn.Module:
+    """The non-history negative source named by ``spn.source``."""
+    if cfg["source"] == "input":
+        return InputNegatives()
+    if cfg["source"] == "frozen":
+        paths = cfg["frozen"] if isinstance(cfg["frozen"], list) else [cfg["frozen"]]
+        if not paths:
+            raise SpnirError("spn.source = frozen needs spn.frozen: a list of spnir model checkpoint files")
+        return FrozenNegatives([model_from_checkpoint(expand_path(str(p), f"spn.frozen[{i}]"))
+                                for i, p in enumerate(paths)])
+    if not cfg["degradations"]:
+        raise SpnirError("spn.source = degraded-gt needs spn.degradations, e.g. [{type: blur, sigma: [0.5, 2]}, "
+                         "{type: noise, sigma: [0, 15]}]")
+    return DegradedGTNegatives(cfg["degradations"], seed=seed, count=cfg["count"])
 
 
 def _batches(dataset: PatchDataset, config: Config, ctx: DistContext, steps_per_epoch: int):
@@ -171,9 +192,11 @@ def describe(parts: TrainParts, config: Config) -> list[str]:
              f"patch {config['data']['train']['patch_size']}, loss {config['loss']['type']}"]
     if parts.spn is not None:
         cfg = config["spn"]
-        lines.append(f"SPN weight {cfg['weight']}, layers {cfg['layer_weights']}, periods {cfg['periods']}, "
-                     f"decays {cfg['decays']}, init_decay {cfg['init_decay']}; feature space: "
-                     f"{parts.spn.feature_space}")
+        schedule = (f"periods {cfg['periods']}, decays {cfg['decays']}, init_decay {cfg['init_decay']}"
+                    if cfg["source"] == "history" else f"negatives: {cfg['source']}")
+        extra = f", uncertainty weight {cfg['uncertainty_weight']}" if cfg["uncertainty_weight"] else ""
+        lines.append(f"SPN ({cfg['form']} form) weight {cfg['weight']}, layers {cfg['layer_weights']}, {schedule}"
+                     f"{extra}; feature space: {parts.spn.feature_space}")
     else:
         lines.append("SPN off (baseline)")
     if parts.ema is not None:

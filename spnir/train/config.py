@@ -143,6 +143,17 @@ SCHEMA: dict[str, Any] = {
         "adaptive_decay": Field("float", 0.001, "decay of the adaptive refresh", check=_unit, expect="in [0, 1]"),
         "max_distance": _pos(None, "bounded variant: hinge the feature distance at this value",
                              nullable=True, kind="float"),
+        "source": Field("str", "history", "where the negatives come from: history (SPN's negative models), "
+                        "input (the degraded input, bicubic-upsampled for SR), frozen (outputs of frozen models), "
+                        "degraded-gt (the GT through spn.degradations)",
+                        choices=("history", "input", "frozen", "degraded-gt")),
+        "form": Field("str", "difference", "difference (SPN: -weight * distance to the negatives) or ratio "
+                      "(CR of AECR-Net: weight * D(out, gt) / D(out, negatives))", choices=("difference", "ratio")),
+        "uncertainty_weight": _nonneg(0.0, "weight of the uncertainty-weighted L1 term (per-pixel spread of the "
+                                      "negatives and the output; 0: off)", kind="float"),
+        "frozen": Field("any", [], "source frozen: spnir model checkpoint files of the frozen models"),
+        "degradations": Field("any", [], "source degraded-gt: degradation steps applied to the GT (spnir.data.degrade)"),
+        "count": _pos(1, "source degraded-gt: negatives per batch"),
     },
     "ema": {
         "decay": Field("float", 0.999, "decay of the evaluation EMA model (null: no EMA)", check=_decay,

@@ -17,7 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("weights", "place and verify ImageNet VGG weights in the torch hub cache"),
     "eval": ("eval", "PSNR/SSIM of a method on benchmark sets (paper-like table, JSON)"),
     "restore": ("restore", "restore images or folders with a model preset and a checkpoint (tiled, self-ensemble)"),
+    "demo": ("demo", "train one small network plain and with SPN on embedded photographs; write a report"),
     "train": ("train", "train a network from a config (SPN on/off), resumable, single process or torchrun/DDP"),
+    "study": ("study", "train one network under several loss settings and seeds; report with paired tests"),
 }
 
 

@@ -1,0 +1,435 @@
+"""``spnir study``: train the same network under several loss settings and seeds, then compare them.
+
+A study file (YAML) names a training config, the settings (each a list of ``--set`` overrides), the seeds
+and the evaluation sets::
+
+    name: sr_x4
+    config: train.yml                 # relative to the study file
+    set: [train.total_iter=400]       # overrides for every run
+    seeds: [0, 1, 2]
+    settings:
+      - {name: baseline, set: []}
+      - {name: spn, set: [spn.enabled=true]}
+    eval:                             # same entries as data.val; default: the config's data.val
+      - {name: Set14, type: clean, gt: ../shared/data/Set14, degradations: [{type: bicubic, scale: 4}]}
+    compare: {set: Set14, image: 0, size: 96}   # the crop shown side by side in the report
+
+Each run trains in ``OUT/runs/<setting>/seed<k>`` with ``--resume auto`` (an interrupted study continues
+where it stopped; finished runs are skipped) and keeps its final weights. A finished run is evaluated once
+per image and writes ``metrics.json``. :func:`write_report` turns whatever has finished into
+``OUT/report.md`` with ``curves.png`` and ``comparison.png``: mean and standard deviation over seeds of
+PSNR/SSIM per set, and the difference to the baseline with a paired t-test across images.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import yaml
+
+from spnir.errors import SpnirError
+from spnir.metrics import MetricSettings
+
+STUDY_KEYS = ("name", "config", "set", "seeds", "settings", "eval", "compare", "baseline")
+
+
+@dataclass
+class Setting:
+    name: str
+    overrides: list[str]
+
+
+@dataclass
+class Study:
+    """A validated study file."""
+
+    name: str
+    config: str | dict[str, Any]        # the training config: a file path or a raw mapping
+    common: list[str]                   # overrides of every run
+    seeds: list[int]
+    settings: list[Setting]
+    eval_sets: list[dict[str, Any]] | None
+    compare: dict[str, Any]
+    baseline: str
+    source: str = "study"
+
+    def run_config(self, setting: Setting, seed: int) -> dict[str, Any]:
+        """The validated training config of one run."""
+        from spnir.train.config import load_config
+
+        source = copy.deepcopy(self.config) if isinstance(self.config, dict) else self.config
+        return load_config(source, [*self.common, *setting.overrides, f"seed={seed}"])
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study file; the training config is validated for every setting here."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpnirError(f"study file {path} does not exist")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise SpnirError(f"{path}: expected a mapping of settings at the top level")
+    unknown = [k for k in raw if k not in STUDY_KEYS]
+    if unknown:
+        raise SpnirError(f"{path}: unknown key(s) {unknown}; known: {', '.join(STUDY_KEYS)}")
+    for key in ("config", "settings"):
+        if key not in raw:
+            raise SpnirError(f"{path}: missing required key {key!r}")
+    config = raw["config"]
+    if isinstance(config, str):
+        config = str(path.parent / config)
+    elif not isinstance(config, dict):
+        raise SpnirError(f"{path}: config must be a file name or a mapping, got {config!r}")
+    settings = []
+    for i, entry in enumerate(raw["settings"] or []):
+        if not isinstance(entry, dict) or "name" not in entry or set(entry) - {"name", "set"}:
+            raise SpnirError(f"{path}: settings[{i}] must be {{name: ..., set: [key=value, ...]}}, got {entry!r}")
+        settings.append(Setting(str(entry["name"]), [str(s) for s in entry.get("set") or []]))
+    names = [s.name for s in settings]
+    if not settings or len(set(names)) != len(names):
+        raise SpnirError(f"{path}: settings need distinct names, got {names}")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise SpnirError(f"{path}: seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    baseline = str(raw.get("baseline", names[0]))
+    if baseline not in names:
+        raise SpnirError(f"{path}: baseline {baseline!r} is not one of the settings {names}")
+    study = Study(name=str(raw.get("name", path.stem)), config=config, common=[str(s) for s in raw.get("set") or []],
+                  seeds=seeds, settings=settings, eval_sets=raw.get("eval"), compare=dict(raw.get("compare") or {}),
+                  baseline=baseline, source=str(path))
+    for setting in settings:  # fail before any training
+        try:
+            study.run_config(setting, seeds[0])
+        except SpnirError as exc:
+            raise SpnirError(f"{path}: setting {setting.name!r}: {exc}") from exc
+    return study
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def run_dir(out: Path, setting: str, seed: int) -> Path:
+    return out / "runs" / setting / f"seed{seed}"
+
+
+def eval_datasets(study: Study, config: dict[str, Any]):
+    """``[(name, dataset)]`` of the evaluation sets (the study's ``eval``, else the config's ``data.val``)."""
+    from spnir.train.build import build_val_sets
+    from spnir.train.config import validate
+
+    cfg = copy.deepcopy(config)
+    if study.eval_sets is not None:
+        raw = copy.deepcopy(cfg)
+        raw["data"]["val"] = study.eval_sets
+        cfg = validate(raw, f"{study.source}: eval")
+    return [(v.name, v.dataset) for v in build_val_sets(cfg)]
+
+
+def final_model(folder: Path) -> torch.nn.Module:
+    """The finished run's evaluation model: its EMA weights if it has them, else the plain weights."""
+    from spnir.archs.checkpoint import model_from_checkpoint
+
+    for name in ("model_final_ema.pt", "model_final.pt"):
+        if (folder / name).is_file():
+            return model_from_checkpoint(folder / name).eval()
+    raise SpnirError(f"{folder} has no model_final_ema.pt / model_final.pt: the run did not finish")
+
+
+@torch.no_grad()
+def evaluate_run(study: Study, config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Per-image PSNR/SSIM of a finished run on every evaluation set (written to ``metrics.json``)."""
+    model = final_model(folder)
+    val = config["val"]
+    settings = MetricSettings(crop_border=val["crop_border"], y_channel=val["y_channel"], convention=val["convention"])
+    sets = {}
+    for name, dataset in eval_datasets(study, config):
+        images, psnrs, ssims = [], [], []
+        for i in range(len(dataset)):
+            item = dataset[i]
+            out = model(item["lq"].unsqueeze(0)).float().clamp(0, 1)
+            p, s = settings.measure(out, item["gt"].unsqueeze(0))
+            images.append(Path(str(item.get("gt_path", i))).name)
+            psnrs.append(float(p[0]))
+            ssims.append(float(s[0]))
+        sets[name] = {"images": images, "psnr": psnrs, "ssim": ssims}
+    result = {"metrics": settings.describe(), "sets": sets}
+    tmp = folder / "metrics.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(folder / "metrics.json")
+    return result
+
+
+def run_study(study: Study, out: str | Path, only: Sequence[str] | None = None,
+              log: Callable[[str], None] = print) -> bool:
+    """Train and evaluate every (setting, seed) not finished yet, seed by seed; ``True`` when all are done.
+
+    Returns ``False`` (and stops) when a run was interrupted (SIGINT/SIGTERM): run the study again to resume.
+    """
+    from spnir.train import run_training
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = [s for s in study.settings if only is None or s.name in only]
+    for seed in study.seeds:
+        for setting in chosen:
+            folder = run_dir(out, setting.name, seed)
+            if (folder / "metrics.json").is_file():
+                continue
+            config = study.run_config(setting, seed)
+            if not (folder / "model_final.pt").is_file():
+                log(f"study {study.name}: training {setting.name} seed {seed} in {folder}")
+                result = run_training(config, folder, resume="auto")
+                if not result.completed:
+                    log(f"study {study.name}: {setting.name} seed {seed} {result.status}; run the study again to resume")
+                    return False
+            log(f"study {study.name}: evaluating {setting.name} seed {seed}")
+            evaluate_run(study, config, folder)
+    return True
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def incomplete_beta(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function ``I_x(a, b)``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """Two-sided paired t-test of ``a - b``: ``(mean difference, t, p)``; ``p`` is NaN with < 2 pairs."""
+    if len(a) != len(b):
+        raise SpnirError(f"paired test needs equally many values, got {len(a)} and {len(b)}")
+    diffs = [x - y for x, y in zip(a, b)]
+    n = len(diffs)
+    mean = sum(diffs) / n if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    if sd == 0.0:
+        return mean, (0.0 if mean == 0 else math.copysign(math.inf, mean)), (1.0 if mean == 0 else 0.0)
+    t = mean / (sd / math.sqrt(n))
+    dof = n - 1
+    return mean, t, incomplete_beta(dof / 2.0, 0.5, dof / (dof + t * t))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def collect(study: Study, out: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """``results[setting][seed]`` = the run's ``metrics.json`` content, for the runs that finished."""
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for setting in study.settings:
+        for seed in study.seeds:
+            path = run_dir(out, setting.name, seed) / "metrics.json"
+            if path.is_file():
+                results.setdefault(setting.name, {})[seed] = json.loads(path.read_text())
+    return results
+
+
+def _per_image_mean(runs: dict[int, dict[str, Any]], seeds: Sequence[int], set_name: str, metric: str) -> list[float]:
+    """Per-image value averaged over ``seeds``."""
+    rows = [runs[s]["sets"][set_name][metric] for s in seeds]
+    return [sum(v) / len(v) for v in zip(*rows)]
+
+
+def summary_tables(study: Study, results: dict[str, dict[int, dict[str, Any]]]) -> tuple[list[str], list[str]]:
+    """Markdown lines: (the mean/std table, the difference-to-baseline table)."""
+    sets = sorted({name for runs in results.values() for r in runs.values() for name in r["sets"]},
+                  key=lambda n: [s for r in results.values() for x in r.values() for s in x["sets"]].index(n))
+    head = "| setting | seeds | " + " | ".join(f"{s} PSNR | {s} SSIM" for s in sets) + " |"
+    table = [head, "|" + "---|" * (2 + 2 * len(sets))]
+    for setting in study.settings:
+        runs = results.get(setting.name, {})
+        cells = []
+        for s in sets:
+            for metric, fmt in (("psnr", "{:.3f} ± {:.3f}"), ("ssim", "{:.4f} ± {:.4f}")):
+                per_seed = [sum(r["sets"][s][metric]) / len(r["sets"][s][metric]) for r in runs.values() if s in r["sets"]]
+                cells.append(fmt.format(*mean_std(per_seed)) if per_seed else "–")
+        table.append(f"| {setting.name} | {len(runs)} | " + " | ".join(cells) + " |")
+    diff = ["| setting | set | paired seeds | images | ΔPSNR (dB) | t | p | ΔSSIM | p (SSIM) | better / worse images |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    base = results.get(study.baseline, {})
+    for setting in study.settings:
+        if setting.name == study.baseline:
+            continue
+        runs = results.get(setting.name, {})
+        seeds = [s for s in study.seeds if s in runs and s in base]
+        if not seeds:
+            continue
+        for s in sets:
+            a = _per_image_mean(runs, seeds, s, "psnr")
+            b = _per_image_mean(base, seeds, s, "psnr")
+            d, t, p = paired_t_test(a, b)
+            ds, _, ps = paired_t_test(_per_image_mean(runs, seeds, s, "ssim"), _per_image_mean(base, seeds, s, "ssim"))
+            better = sum(x > y for x, y in zip(a, b))
+            diff.append(f"| {setting.name} | {s} | {len(seeds)} | {len(a)} | {d:+.3f} | {t:.2f} | {p:.3g} | "
+                        f"{ds:+.4f} | {ps:.3g} | {better} / {len(a) - better} |")
+    return table, diff
+
+
+def plot_curves(study: Study, out: Path, path: Path) -> list[str]:
+    """Validation PSNR against iteration (mean over the finished seeds) per setting and set; the set names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spnir.train.logging import read_scalars
+
+    curves: dict[str, dict[str, list[list[tuple[int, float]]]]] = {}
+    for setting in study.settings:
+        for seed in study.seeds:
+            csv_path = run_dir(out, setting.name, seed) / "scalars.csv"
+            if not csv_path.is_file():
+                continue
+            for name, series in read_scalars(csv_path).items():
+                if name.startswith("val/") and name.endswith("/psnr"):
+                    curves.setdefault(name.split("/")[1], {}).setdefault(setting.name, []).append(series)
+    if not curves:
+        return []
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+    for ax, (set_name, per_setting) in zip(axes[0], curves.items()):
+        for setting, runs in per_setting.items():
+            length = min(len(r) for r in runs)
+            its = [r[i][0] for i in range(length) for r in runs[:1]]
+            values = [sum(r[i][1] for r in runs) / len(runs) for i in range(length)]
+            ax.plot(its, values, marker="o", markersize=3, label=f"{setting} ({len(runs)} seeds)")
+        ax.set_title(f"{set_name}: validation PSNR (mean over seeds)")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return list(curves)
+
+
+@torch.no_grad()
+def plot_comparison(study: Study, out: Path, results: dict[str, dict[int, dict[str, Any]]], path: Path) -> str | None:
+    """LQ (bicubic) | each setting (first finished seed) | GT on one crop, with the crop's PSNR (RGB)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spnir.imresize import imresize
+    from spnir.metrics import psnr
+
+    done = [s for s in study.settings if results.get(s.name)]
+    if not done:
+        return None
+    first = done[0]
+    seed = min(results[first.name])
+    config = study.run_config(first, seed)
+    datasets = dict(eval_datasets(study, config))
+    set_name = study.compare.get("set", next(iter(datasets)))
+    if set_name not in datasets:
+        raise SpnirError(f"{study.source}: compare.set {set_name!r} is not an evaluation set ({list(datasets)})")
+    item = datasets[set_name][int(study.compare.get("image", 0))]
+    lq, gt = item["lq"].unsqueeze(0), item["gt"].unsqueeze(0)
+    size = int(study.compare.get("size", 96))
+    h, w = gt.shape[-2:]
+    y, x = study.compare.get("at", [(h - size) // 2, (w - size) // 2])
+    crop = (slice(None), slice(None), slice(y, y + size), slice(x, x + size))
+    scale = gt.shape[-1] // lq.shape[-1]
+    panels = [("LQ (bicubic)", imresize(lq, scale).clamp(0, 1) if scale > 1 else lq)]
+    for setting in done:
+        model = final_model(run_dir(out, setting.name, min(results[setting.name])))
+        panels.append((setting.name, model(lq).float().clamp(0, 1)))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.2 * (len(panels) + 1), 2.6))
+    for ax, (title, img) in zip(axes, panels):
+        part = img[crop]
+        ax.imshow(part[0].permute(1, 2, 0).numpy())
+        ax.set_title(f"{title}\n{float(psnr(part, gt[crop])):.2f} dB", fontsize=8)
+    axes[-1].imshow(gt[crop][0].permute(1, 2, 0).numpy())
+    axes[-1].set_title("GT", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    name = Path(str(item.get("gt_path", "image"))).name
+    return f"{set_name} / {name}, crop {size}x{size} at (y={y}, x={x}); PSNR of the crop, RGB"
+
+
+def write_report(study: Study, out: str | Path, command: str = "", report_dir: str | Path | None = None) -> Path:
+    """Write ``report.md``, ``curves.png``, ``comparison.png`` from the finished runs; returns the report path."""
+    out = Path(out)
+    folder = Path(report_dir) if report_dir is not None else out
+    folder.mkdir(parents=True, exist_ok=True)
+    results = collect(study, out)
+    expected = len(study.settings) * len(study.seeds)
+    finished = sum(len(r) for r in results.values())
+    partial = finished < expected
+    config = study.run_config(study.settings[0], study.seeds[0])
+    lines = [f"# Study {study.name}" + (" (PARTIAL)" if partial else ""), ""]
+    if partial:
+        lines += [f"**Partial:** {finished} of {expected} runs finished; the tables use what finished.", ""]
+    lines += ["## Setup", "",
+              f"- Study file: `{study.source}`" + (f"; command: `{command}`" if command else ""),
+              f"- Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+              f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+              f"- Model: `{config['model']['name']}` x{config['model']['scale']} {config['model']['args'] or ''}; "
+              f"{config['train']['total_iter']} iterations, batch {config['data']['train']['batch_size']}, "
+              f"patch {config['data']['train']['patch_size']}, {config['optim']['type']} lr {config['optim']['lr']}, "
+              f"{config['scheduler']['type']} schedule; evaluation EMA {config['ema']['decay']}",
+              f"- Seeds: {study.seeds}; common overrides: {study.common or 'none'}",
+              "- Metrics: " + (next(iter(next(iter(results.values())).values()))["metrics"] if results else "–"),
+              "", "| setting | overrides |", "|---|---|"]
+    lines += [f"| {s.name} | {' '.join(f'`{o}`' for o in s.overrides) or '(none)'} |" for s in study.settings]
+    table, diff = summary_tables(study, results) if results else ([], [])
+    lines += ["", "## Results: mean ± std over seeds (per seed: mean over the set's images)", "", *table, "",
+              f"## Difference to `{study.baseline}` (per image, averaged over the seeds both finished; "
+              "two-sided paired t-test across images)", "", *diff, ""]
+    if plot_curves(study, out, folder / "curves.png"):
+        lines += ["## Validation curves", "", "![curves](curves.png)", ""]
+    caption = plot_comparison(study, out, results, folder / "comparison.png") if results else None
+    if caption:
+        lines += ["## Image comparison", "", f"{caption}.", "", "![comparison](comparison.png)", ""]
+    missing = [f"{s.name}/seed{k}" for s in study.settings for k in study.seeds if k not in results.get(s.name, {})]
+    if missing:
+        lines += ["## Not finished", "", ", ".join(missing), ""]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines))
+    return path

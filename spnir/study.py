@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,6 +394,36 @@ def plot_comparison(study: Study, out: Path, results: dict[str, dict[int, dict[s
     return f"{set_name} / {name}, crop {size}x{size} at (y={y}, x={x}); PSNR of the crop, RGB"
 
 
+def machine() -> str:
+    """CPU model, core count, OS and torch build of this machine (for the report)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch thread(s) in the report process")
+
+
+def speeds(study: Study, out: Path) -> dict[str, float]:
+    """Mean training speed (it/s, as logged) of each setting over its runs."""
+    from spnir.train.logging import read_scalars
+
+    result = {}
+    for setting in study.settings:
+        values = []
+        for seed in study.seeds:
+            path = run_dir(out, setting.name, seed) / "scalars.csv"
+            if path.is_file():
+                values += [v for _, v in read_scalars(path).get("it_per_s", [])]
+        if values:
+            result[setting.name] = sum(values) / len(values)
+    return result
+
+
 def write_report(study: Study, out: str | Path, command: str = "", report_dir: str | Path | None = None) -> Path:
     """Write ``report.md``, ``curves.png``, ``comparison.png`` from the finished runs; returns the report path."""
     out = Path(out)
@@ -407,9 +438,9 @@ def write_report(study: Study, out: str | Path, command: str = "", report_dir: s
     if partial:
         lines += [f"**Partial:** {finished} of {expected} runs finished; the tables use what finished.", ""]
     lines += ["## Setup", "",
-              f"- Study file: `{study.source}`" + (f"; command: `{command}`" if command else ""),
-              f"- Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-              f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+              f"- Study file: `{study.source}`; runs: `spnir study -c {study.source} --out {out}`"
+              + (f"; this report: `{command}`" if command else ""),
+              f"- Machine: {machine()}",
               f"- Model: `{config['model']['name']}` x{config['model']['scale']} {config['model']['args'] or ''}; "
               f"{config['train']['total_iter']} iterations, batch {config['data']['train']['batch_size']}, "
               f"patch {config['data']['train']['patch_size']}, {config['optim']['type']} lr {config['optim']['lr']}, "
@@ -417,7 +448,10 @@ def write_report(study: Study, out: str | Path, command: str = "", report_dir: s
               f"- Seeds: {study.seeds}; common overrides: {study.common or 'none'}",
               "- Metrics: " + (next(iter(next(iter(results.values())).values()))["metrics"] if results else "–"),
               "", "| setting | overrides |", "|---|---|"]
-    lines += [f"| {s.name} | {' '.join(f'`{o}`' for o in s.overrides) or '(none)'} |" for s in study.settings]
+    its = speeds(study, out)
+    lines[-2:] = ["| setting | overrides | training speed (it/s) |", "|---|---|---|"]
+    lines += [f"| {s.name} | {' '.join(f'`{o}`' for o in s.overrides) or '(none)'} | "
+              f"{f'{its[s.name]:.2f}' if s.name in its else '–'} |" for s in study.settings]
     table, diff = summary_tables(study, results) if results else ([], [])
     lines += ["", "## Results: mean ± std over seeds (per seed: mean over the set's images)", "", *table, "",
               f"## Difference to `{study.baseline}` (per image, averaged over the seeds both finished; "

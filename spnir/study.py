@@ -176,6 +176,10 @@ def run_study(study: Study, out: str | Path, only: Sequence[str] | None = None,
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    unknown = sorted(set(only or ()) - {s.name for s in study.settings})
+    if unknown:
+        raise SpnirError(f"{study.source}: --only names {unknown}, not settings of the study "
+                         f"({', '.join(s.name for s in study.settings)})")
     chosen = [s for s in study.settings if only is None or s.name in only]
     for seed in study.seeds:
         for setting in chosen:

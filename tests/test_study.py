@@ -104,6 +104,8 @@ def test_study_runs_skips_finished_resumes_interrupted_and_reports(tmp_path, mon
 
 
 def test_bad_study_files(tmp_path):
+    with pytest.raises(SpnirError, match="--only names"):
+        run_study(load_study(write_study(tmp_path)), tmp_path / "out", only=["spm"])
     with pytest.raises(SpnirError, match="unknown key"):
         load_study(write_study(tmp_path, sedes=[0]))
     with pytest.raises(SpnirError, match="baseline"):

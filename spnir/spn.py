@@ -72,6 +72,26 @@ def uncertainty_weights(out: torch.Tensor, negatives: Sequence[torch.Tensor], ep
     return spread / spread.mean(dim=(2, 3), keepdim=True)
 
 
+def _check_options(layer_weights: Mapping[str, float], weight: float | str, form: str, bound: float | None,
+                   auto_ratio: float, uncertainty_weight: float, uncertainty_eps: float) -> None:
+    if not layer_weights:
+        raise SpnirError("layer_weights is empty: name at least one feature layer")
+    if weight == "auto":
+        if not 0.0 < auto_ratio:
+            raise SpnirError(f"auto_ratio must be > 0; got {auto_ratio}")
+    elif isinstance(weight, str) or float(weight) < 0:
+        raise SpnirError(f"weight must be a number >= 0 or 'auto'; got {weight!r}")
+    if form not in FORMS:
+        raise SpnirError(f"form must be one of {', '.join(FORMS)}; got {form!r}")
+    if bound is not None and bound <= 0:
+        raise SpnirError(f"bound must be > 0 (or None); got {bound}")
+    if bound is not None and form != "difference":
+        raise SpnirError("bound caps the distance of the difference form; the ratio form is bounded below by 0")
+    if uncertainty_weight < 0 or uncertainty_eps <= 0:
+        raise SpnirError(f"uncertainty_weight must be >= 0 and uncertainty_eps > 0; got {uncertainty_weight}, "
+                         f"{uncertainty_eps}")
+
+
 class NegativeLoss(nn.Module):
     """A negative term: ``source`` gives negatives, ``features`` embeds them, ``form`` compares.
 
@@ -109,22 +129,7 @@ class NegativeLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.layer_weights = dict(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
-        if not self.layer_weights:
-            raise SpnirError("layer_weights is empty: name at least one feature layer")
-        if weight == "auto":
-            if not 0.0 < auto_ratio:
-                raise SpnirError(f"auto_ratio must be > 0; got {auto_ratio}")
-        elif isinstance(weight, str) or float(weight) < 0:
-            raise SpnirError(f"weight must be a number >= 0 or 'auto'; got {weight!r}")
-        if form not in FORMS:
-            raise SpnirError(f"form must be one of {', '.join(FORMS)}; got {form!r}")
-        if bound is not None and bound <= 0:
-            raise SpnirError(f"bound must be > 0 (or None); got {bound}")
-        if bound is not None and form != "difference":
-            raise SpnirError("bound caps the distance of the difference form; the ratio form is bounded below by 0")
-        if uncertainty_weight < 0 or uncertainty_eps <= 0:
-            raise SpnirError(f"uncertainty_weight must be >= 0 and uncertainty_eps > 0; got {uncertainty_weight}, "
-                             f"{uncertainty_eps}")
+        _check_options(self.layer_weights, weight, form, bound, auto_ratio, uncertainty_weight, uncertainty_eps)
         for method in ("negatives", "step"):
             if not callable(getattr(source, method, None)):
                 raise SpnirError(f"source {type(source).__name__} has no {method}() method: expected a negative "
@@ -293,8 +298,7 @@ class SPN(NegativeLoss):
         uncertainty_eps: float = 1e-3,
     ) -> None:
         names = list(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
-        if not names:
-            raise SpnirError("layer_weights is empty: name at least one feature layer")
+        _check_options(names, weight, form, bound, auto_ratio, uncertainty_weight, uncertainty_eps)
         # features first, then the negatives: the global RNG is drawn in the same order as before
         features = make_features(features, names, vgg_weights)
         bank = HistoryNegatives(model, periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay)

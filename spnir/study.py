@@ -301,13 +301,18 @@ def summary_tables(study: Study, results: dict[str, dict[int, dict[str, Any]]]) 
         seeds = [s for s in study.seeds if s in runs and s in base]
         if not seeds:
             continue
-        for s in sets:
-            a = _per_image_mean(runs, seeds, s, "psnr")
-            b = _per_image_mean(base, seeds, s, "psnr")
+        groups = [(s, [s]) for s in sets] + ([("all sets", sets)] if len(sets) > 1 else [])
+        for label, members in groups:
+            a, b, a_ssim, b_ssim = [], [], [], []
+            for s in members:
+                a += _per_image_mean(runs, seeds, s, "psnr")
+                b += _per_image_mean(base, seeds, s, "psnr")
+                a_ssim += _per_image_mean(runs, seeds, s, "ssim")
+                b_ssim += _per_image_mean(base, seeds, s, "ssim")
             d, t, p = paired_t_test(a, b)
-            ds, _, ps = paired_t_test(_per_image_mean(runs, seeds, s, "ssim"), _per_image_mean(base, seeds, s, "ssim"))
+            ds, _, ps = paired_t_test(a_ssim, b_ssim)
             better = sum(x > y for x, y in zip(a, b))
-            diff.append(f"| {setting.name} | {s} | {len(seeds)} | {len(a)} | {d:+.3f} | {t:.2f} | {p:.3g} | "
+            diff.append(f"| {setting.name} | {label} | {len(seeds)} | {len(a)} | {d:+.3f} | {t:.2f} | {p:.3g} | "
                         f"{ds:+.4f} | {ps:.3g} | {better} / {len(a) - better} |")
     return table, diff
 

@@ -31,8 +31,6 @@ from spnir.errors import SpnirError
 from spnir.imresize import imresize
 from spnir.negatives import NegativeBank
 
-SOURCE_NAMES = ("history", "input", "frozen", "degraded-gt")
-
 
 class HistoryNegatives(NegativeBank):
     """SPN's negative models as a source: their outputs on ``lq``.

@@ -233,6 +233,18 @@ class Trainer:
         self.logger.message(p.validator.summary(results))
         return results
 
+    def train_step(self, batch: dict[str, Any], stop_requested: bool = False) -> tuple[dict[str, float], float, bool]:
+        """One iteration on ``batch``: the loss terms (averaged over ranks), the gradient norm, and whether
+        any rank asked to stop. Raises :class:`TrainingDiverged` on a NaN/Inf term."""
+        terms = self._losses(batch)
+        values, stop_now = self._reduce(terms, stop_requested)
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise TrainingDiverged(self._diverged_message(f"loss term {name!r}", value))
+        grad_norm = self._step(terms)
+        self.iteration += 1
+        return values, grad_norm, stop_now
+
     def fit(self) -> FitResult:
         p, sched = self.parts, self.schedule
         last_ckpt = self.checkpoints.newest() if self.ctx.is_main else None
@@ -240,13 +252,7 @@ class Trainer:
         batches = p.batches(self.iteration)
         with _StopRequests() as stop:
             while self.iteration < p.total_iter:
-                terms = self._losses(next(batches))
-                values, stop_now = self._reduce(terms, stop.signum is not None)
-                for name, value in values.items():
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(self._diverged_message(f"loss term {name!r}", value))
-                grad_norm = self._step(terms)
-                self.iteration += 1
+                values, grad_norm, stop_now = self.train_step(next(batches), stop.signum is not None)
                 it = self.iteration
                 self.logger.progress(it, values)
                 if it % sched.log_every == 0 or it == p.total_iter:

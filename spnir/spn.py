@@ -22,6 +22,7 @@ output weights an extra L1 reconstruction term, see :func:`uncertainty_weights`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -57,6 +58,21 @@ def make_features(features: str | nn.Module | FeatureFn, layer_names: Sequence[s
     if isinstance(features, nn.Module):
         features.requires_grad_(False).eval()
     return features
+
+
+_AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def _autocast_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or dtype in ("float32", "fp32", torch.float32):
+        return None
+    if isinstance(dtype, str):
+        if dtype not in _AUTOCAST_DTYPES:
+            raise SpnirError(f"feature_dtype must be float32, bfloat16 or float16; got {dtype!r}")
+        return _AUTOCAST_DTYPES[dtype]
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise SpnirError(f"feature_dtype must be torch.bfloat16 or torch.float16 (or None); got {dtype}")
+    return dtype
 
 
 @torch.no_grad()
@@ -110,6 +126,9 @@ class NegativeLoss(nn.Module):
         uncertainty_weight: if > 0, adds ``uncertainty_weight * mean(w * |out - gt|)`` with ``w`` from
             :func:`uncertainty_weights` (needs ``gt``).
         uncertainty_eps: ``eps`` of :func:`uncertainty_weights`.
+        feature_dtype: ``torch.bfloat16`` / ``torch.float16`` (or their names) runs the negatives and the
+            feature extractor under autocast in that dtype (distances are still summed in float32); ``None``
+            keeps the caller's precision. On CPUs with AVX512-BF16 this halves the cost of VGG.
     """
 
     def __init__(
@@ -126,6 +145,7 @@ class NegativeLoss(nn.Module):
         auto_momentum: float = 0.99,
         uncertainty_weight: float = 0.0,
         uncertainty_eps: float = 1e-3,
+        feature_dtype: torch.dtype | str | None = None,
     ) -> None:
         super().__init__()
         self.layer_weights = dict(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
@@ -138,6 +158,7 @@ class NegativeLoss(nn.Module):
         self.form, self.bound = form, bound
         self.auto_ratio, self.auto_momentum = float(auto_ratio), float(auto_momentum)
         self.uncertainty_weight, self.uncertainty_eps = float(uncertainty_weight), float(uncertainty_eps)
+        self.feature_dtype = _autocast_dtype(feature_dtype)
         self._avg_recon: float | None = None
         self._avg_distance: float | None = None
         # Kept outside the module tree so state_dict() holds the source's state only; _apply moves it with us.
@@ -171,9 +192,10 @@ class NegativeLoss(nn.Module):
         for i, other in enumerate(others):
             if other.shape != out.shape:
                 raise SpnirError(f"negative {i} has shape {tuple(other.shape)}, the output {tuple(out.shape)}")
-        feats_out = self._features(out)
-        with torch.no_grad():
-            feats_other = self._features(torch.cat([o.detach() for o in others]).to(out.dtype))
+        with self._autocast(out):
+            feats_out = self._features(out)
+            with torch.no_grad():
+                feats_other = self._features(torch.cat([o.detach() for o in others]).to(out.dtype))
         count = len(others)
         distances = {}
         for name in self.layer_weights:
@@ -201,7 +223,8 @@ class NegativeLoss(nn.Module):
         ``gt`` is needed by the ratio form, the uncertainty term, the degraded-gt source and the adaptive
         refresh; ``recon`` (the reconstruction loss) by ``weight="auto"``.
         """
-        negatives = self.negatives.negatives(lq, out, gt)
+        with self._autocast(lq):
+            negatives = self.negatives.negatives(lq, out, gt)
         if not negatives:
             raise SpnirError(f"the {type(self.negatives).__name__} source gave no negatives")
         stats: dict[str, torch.Tensor] = {}
@@ -234,6 +257,11 @@ class NegativeLoss(nn.Module):
             stats["unc_max_weight"] = w.max()
         self.last = stats
         return term
+
+    def _autocast(self, like: torch.Tensor) -> contextlib.AbstractContextManager:
+        if self.feature_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(like.device.type, dtype=self.feature_dtype)
 
     def _effective_weight(self, value: torch.Tensor, recon: torch.Tensor | None) -> float:
         if self.weight != "auto":
@@ -296,6 +324,7 @@ class SPN(NegativeLoss):
         form: str = "difference",
         uncertainty_weight: float = 0.0,
         uncertainty_eps: float = 1e-3,
+        feature_dtype: torch.dtype | str | None = None,
     ) -> None:
         names = list(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
         _check_options(names, weight, form, bound, auto_ratio, uncertainty_weight, uncertainty_eps)
@@ -304,4 +333,5 @@ class SPN(NegativeLoss):
         bank = HistoryNegatives(model, periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay)
         super().__init__(bank, weight, layer_weights, features, form, vgg_weights=vgg_weights, bound=bound,
                          auto_ratio=auto_ratio, auto_momentum=auto_momentum,
-                         uncertainty_weight=uncertainty_weight, uncertainty_eps=uncertainty_eps)
+                         uncertainty_weight=uncertainty_weight, uncertainty_eps=uncertainty_eps,
+                         feature_dtype=feature_dtype)

@@ -258,3 +258,28 @@ def test_moves_features_with_module():
     spn.double()
     assert next(spn.features.parameters()).dtype == torch.float64
     assert next(spn.negatives.parameters()).dtype == torch.float64
+
+
+def test_feature_dtype_bfloat16_runs_features_in_bf16_and_sums_in_float32():
+    seen = []
+
+    def features(x):
+        seen.append(torch.nn.functional.conv2d(x, torch.ones(2, 3, 1, 1)).dtype)
+        return {"raw": torch.nn.functional.conv2d(x, torch.ones(2, 3, 1, 1))}
+
+    model = tiny_net()
+    exact = SPN(model, weight=1.0, layer_weights={"raw": 1.0}, features=features)
+    fast = SPN(model, weight=1.0, layer_weights={"raw": 1.0}, features=features, feature_dtype="bfloat16")
+    for spn in (exact, fast):
+        spn.negatives.models[0].load_state_dict(exact.negatives.models[0].state_dict())
+    perturb_(exact.negatives.models[0])
+    fast.negatives.models[0].load_state_dict(exact.negatives.models[0].state_dict())
+    lq = torch.rand(2, 3, 16, 16)
+    out = model(lq)
+    a, b = exact(lq, out), fast(lq, out)
+    assert seen[:2] == [torch.float32, torch.float32] and seen[2:] == [torch.bfloat16, torch.bfloat16]
+    assert b.dtype == torch.float32 and torch.allclose(a, b, rtol=2e-2)
+    b.backward()
+    assert model[0].weight.grad is not None
+    with pytest.raises(SpnirError, match="feature_dtype"):
+        SPN(model, layer_weights={"raw": 1.0}, features=features, feature_dtype="int8")

@@ -133,6 +133,9 @@ SCHEMA: dict[str, Any] = {
         "layer_weights": Field("float_map", {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5},
                                "VGG layer -> weight"),
         "input_norm": Field("bool", True, "ImageNet normalisation of the VGG input"),
+        "feature_dtype": Field("str", "float32", "precision of the negatives' forward and VGG: float32, or "
+                               "bfloat16/float16 autocast (about 2x faster VGG on CPUs with AVX512-BF16)",
+                               choices=("float32", "bfloat16", "float16")),
         "range_norm": Field("bool", False, "map [-1, 1] inputs to [0, 1] before VGG"),
         "periods": Field("int_list", [100, 200, 500, 1000], "refresh period of each negative (iterations)"),
         "decays": Field("float_list", [0.1, 0.1, 0.1, 0.1], "refresh EMA decay of each negative"),

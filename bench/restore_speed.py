@@ -1,0 +1,91 @@
+"""`spnir restore` speed per preset (output 512x512) and peak memory of tiled restore of a 4000x3000 photo.
+
+    .venv/bin/python bench/restore_speed.py [--presets edsr-baseline,...] [--reps 3] [--threads N]
+    .venv/bin/python bench/restore_speed.py --peak-memory dehazeformer-t --tile 256
+
+Throughput: whole-image inference of random weights on one 512x512 output (SR presets get a 512/scale
+input), median of ``--reps`` runs after one warm-up. Peak memory runs each tile size in a fresh process
+and reports its maximum resident set size (``ru_maxrss``), input and output images included.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from spnir.archs import create_model, get_preset, list_models
+from spnir.restore import restore_image
+
+SR_SCALE = 4
+PHOTO = (3000, 4000)  # H, W
+
+
+def build(name: str) -> tuple[torch.nn.Module, int]:
+    preset = get_preset(name)
+    scale = SR_SCALE if preset.scales else None
+    torch.manual_seed(0)
+    return create_model(name, scale=scale).eval(), scale or 1
+
+
+def throughput(name: str, reps: int) -> tuple[float, int]:
+    model, scale = build(name)
+    lq = torch.rand(1, 3, 512 // scale, 512 // scale)
+    restore_image(model, lq, scale)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        restore_image(model, lq, scale)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), scale
+
+
+def peak_memory_child(name: str, tile: int, overlap: int) -> None:
+    model, scale = build(name)
+    lq = torch.rand(1, 3, PHOTO[0] // scale, PHOTO[1] // scale)
+    start = time.perf_counter()
+    out = restore_image(model, lq, scale, tile=tile, tile_overlap=overlap)
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{tuple(out.shape)} {seconds:.1f} {peak_mib:.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default=",".join(list_models()))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--peak-memory", metavar="PRESET", help="measure tiled restore of a 4000x3000 image")
+    parser.add_argument("--tile", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--overlap", type=int, default=32)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        peak_memory_child(args.peak_memory, args.tile[0], args.overlap)
+        return
+    print(f"# restore benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, random weights")
+    if args.peak_memory:
+        print(f"| preset | input | tile/overlap | output | seconds | peak RSS MiB |\n|---|---|---|---|---|---|")
+        for tile in args.tile:
+            cmd = [sys.executable, __file__, "--child", "--peak-memory", args.peak_memory, "--tile", str(tile),
+                   "--overlap", str(args.overlap)] + (["--threads", str(args.threads)] if args.threads else [])
+            shape, seconds, peak = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.rsplit(" ", 2)
+            scale = build(args.peak_memory)[1]
+            print(f"| {args.peak_memory} | {PHOTO[1] // scale}x{PHOTO[0] // scale} | {tile}/{args.overlap} | "
+                  f"{shape} | {seconds} | {peak.strip()} |", flush=True)
+        return
+    print("| preset | input | output | seconds/image | megapixels out/s |\n|---|---|---|---|---|")
+    for name in args.presets.split(","):
+        seconds, scale = throughput(name, args.reps)
+        print(f"| {name} | {512 // scale}x{512 // scale} | 512x512 | {seconds:.3f} | {0.262144 / seconds:.3f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -181,7 +181,7 @@ def _plot_curves(runs: list[DemoRun], bicubic: dict[str, float], path: Path) -> 
     ax.axhline(bicubic["psnr"], color="gray", linestyle="--", label="bicubic")
     ax.set_xlabel("iteration")
     ax.set_ylabel("validation PSNR (dB, Y)")
-    ax.set_title("spnir demo: EDSR-baseline (small) x2 on embedded photographs")
+    ax.set_title("spnir demo: small EDSR-baseline, x2, embedded photographs", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -291,8 +291,9 @@ def summary_tables(study: Study, results: dict[str, dict[int, dict[str, Any]]]) 
                 per_seed = [sum(r["sets"][s][metric]) / len(r["sets"][s][metric]) for r in runs.values() if s in r["sets"]]
                 cells.append(fmt.format(*mean_std(per_seed)) if per_seed else "–")
         table.append(f"| {setting.name} | {len(runs)} | " + " | ".join(cells) + " |")
-    diff = ["| setting | set | paired seeds | images | ΔPSNR (dB) | t | p | ΔSSIM | p (SSIM) | better / worse images |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    diff = ["| setting | set | paired seeds | images | ΔPSNR (dB) | t | p (images) | p (seeds) | ΔSSIM | p (SSIM, images) "
+            "| better / worse images |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     base = results.get(study.baseline, {})
     for setting in study.settings:
         if setting.name == study.baseline:
@@ -311,9 +312,12 @@ def summary_tables(study: Study, results: dict[str, dict[int, dict[str, Any]]]) 
                 b_ssim += _per_image_mean(base, seeds, s, "ssim")
             d, t, p = paired_t_test(a, b)
             ds, _, ps = paired_t_test(a_ssim, b_ssim)
+            per_seed = [[sum(r[k]["sets"][s]["psnr"][i] for s in members for i in range(len(r[k]["sets"][s]["psnr"])))
+                         / len(a) for k in seeds] for r in (runs, base)]
+            p_seeds = paired_t_test(*per_seed)[2]
             better = sum(x > y for x, y in zip(a, b))
             diff.append(f"| {setting.name} | {label} | {len(seeds)} | {len(a)} | {d:+.3f} | {t:.2f} | {p:.3g} | "
-                        f"{ds:+.4f} | {ps:.3g} | {better} / {len(a) - better} |")
+                        f"{p_seeds:.3g} | {ds:+.4f} | {ps:.3g} | {better} / {len(a) - better} |")
     return table, diff
 
 
@@ -464,7 +468,11 @@ def write_report(study: Study, out: str | Path, command: str = "", report_dir: s
     table, diff = summary_tables(study, results) if results else ([], [])
     lines += ["", "## Results: mean ± std over seeds (per seed: mean over the set's images)", "", *table, "",
               f"## Difference to `{study.baseline}` (per image, averaged over the seeds both finished; "
-              "two-sided paired t-test across images)", "", *diff, ""]
+              "two-sided paired t-tests)", "",
+              "`p (images)` pairs the images (per-image PSNR averaged over seeds): it says whether the change is "
+              "consistent across images, not whether it exceeds the run-to-run noise of training. `p (seeds)` pairs "
+              "the seeds (set mean per seed); with 3 seeds it is weak. Compare ΔPSNR with the std over seeds above.",
+              "", *diff, ""]
     if plot_curves(study, out, folder / "curves.png"):
         lines += ["## Validation curves", "", "![curves](curves.png)", ""]
     caption = plot_comparison(study, out, results, folder / "comparison.png") if results else None

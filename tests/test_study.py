@@ -99,7 +99,7 @@ def test_study_runs_skips_finished_resumes_interrupted_and_reports(tmp_path, mon
     assert "PARTIAL" not in text
     for name in ("baseline", "spn", "cr"):
         assert f"| {name} | 1 |" in text
-    assert "| spn | tiny | 1 | 1 |" in text  # paired seeds, images
+    assert "| spn | tiny | 1 | 1 |" in text and "p (seeds)" in text  # paired seeds, images
     assert (tmp_path / "report" / "curves.png").is_file() and (tmp_path / "report" / "comparison.png").is_file()
 
 

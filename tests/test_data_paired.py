@@ -176,3 +176,22 @@ def test_unreadable_and_truncated_files(tmp_path):
         ds[0]
     with pytest.raises(SpnirError, match=r"lq/a.png: cannot read image"):
         PairedFolder(tmp_path / "lq", tmp_path / "gt", verify=True)
+
+
+def test_auto_prefers_sr_over_equal_names_at_scale_above_one(tmp_path, caplog):
+    # Equal names fit 'gopro' too, but only 'sr' crops an HR that is not a multiple of the scale.
+    gt = write(tmp_path / "HR" / "img.png", 50, 50)
+    write(tmp_path / "LR" / "img.png", 12, 12)
+    with caplog.at_level(logging.INFO, logger="spnir.data"):
+        ds = PairedFolder(tmp_path / "LR", tmp_path / "HR", scale=4)
+    assert ds.layout == "sr"
+    assert "'sr' chosen" in caplog.text and "gopro" in caplog.text
+    full = torch.from_numpy(np.array(Image.open(gt))).permute(2, 0, 1).float() / 255
+    assert torch.equal(ds[0]["gt"], full[:, :48, :48])
+
+
+def test_auto_keeps_gopro_for_nested_equal_names_at_scale_above_one(tmp_path):
+    write(tmp_path / "HR" / "seq1" / "0001.png", 48, 48)
+    write(tmp_path / "LR" / "seq1" / "0001.png", 12, 12)
+    ds = PairedFolder(tmp_path / "LR", tmp_path / "HR", scale=4)
+    assert ds.layout == "gopro" and len(ds) == 1

@@ -20,7 +20,10 @@ Layouts (``layout=`` of :class:`PairedFolder`):
              ``gt_dir`` (or absolute); an optional header line ``lq,gt``; ``#`` starts a comment.
 
 ``auto`` (the default) tries the rules above and keeps the first one under which every LQ file finds its GT;
-it logs its choice on the ``spnir.data`` logger and records it in :attr:`PairedFolder.layout`.
+it logs its choice on the ``spnir.data`` logger and records it in :attr:`PairedFolder.layout`. The order is
+``gopro``, ``sr``, ``rain100``, then ``reside``/``ddn``; at ``scale > 1`` with all LQ images directly in
+``lq_dir``, ``sr`` goes first: equal names pair the same way under both, and only ``sr`` crops an HR image that
+is not a multiple of the scale. (``sr`` is not tried at ``scale=1``.)
 
 Everything checkable without decoding is checked at construction: missing or empty folders, LQ names without
 a GT (a few are listed), and image sizes against ``scale`` read from the file headers.
@@ -39,7 +42,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from spnir.errors import SpnirError
-from spnir.imageio import list_images, read_image
+from spnir.imageio import is_image_file, list_images, read_image
 
 log = logging.getLogger("spnir.data")
 
@@ -181,7 +184,9 @@ class PairedFolder(Dataset):
         else:
             self.layout, matched = self._match(layout)
         if layout == "auto":
-            log.info("%s: layout %r chosen, %d pairs", self.lq_dir, self.layout, len(matched))
+            why = " (tried before 'gopro' at scale > 1: it crops an HR that is not a multiple of the scale)" \
+                if self.layout == "sr" else ""
+            log.info("%s: layout %r chosen, %d pairs%s", self.lq_dir, self.layout, len(matched), why)
         self.pairs: list[Pair] = [self._checked_pair(lq, gt, check_sizes) for lq, gt in matched]
         if verify:
             for path in sorted({p for pair in self.pairs for p in (pair.lq, pair.gt)}):
@@ -241,6 +246,11 @@ class PairedFolder(Dataset):
         candidates = ["gopro", "sr", "rain100", self._prefix_layout_name()]
         if self.scale == 1:
             candidates.remove("sr")
+        elif self._lq_is_flat():
+            # Equal names in flat folders pair identically under 'sr' and 'gopro'; only 'sr' allows an HR
+            # that is not a multiple of the scale, so at scale > 1 it goes first.
+            candidates.remove("sr")
+            candidates.insert(0, "sr")
         best: tuple[str, list[str], int] | None = None
         for name in candidates:
             matched, unmatched, total = self._try(name)
@@ -250,6 +260,11 @@ class PairedFolder(Dataset):
                 best = (name, unmatched, total)
         self._explain_no_layout(best)
         raise AssertionError("unreachable")
+
+    def _lq_is_flat(self) -> bool:
+        """Every LQ image sits directly in ``lq_dir`` (no per-sequence sub-folders, which only 'gopro' reads)."""
+        return len(list_images(self.lq_dir, recursive=True)) == len(
+            [p for p in self.lq_dir.iterdir() if p.is_file() and is_image_file(p)])
 
     def _prefix_layout_name(self) -> str:
         """``reside`` and ``ddn`` share a rule; the folder names (``rainy_image`` vs ``hazy``) say which set it is."""

@@ -134,3 +134,17 @@ def test_resume_with_a_different_spn_setting_is_refused(data, tmp_path):
     run_training(tiny_config(total=2), tmp_path / "run")
     with pytest.raises(SpnirError, match="written with SPN"):
         run_training(tiny_config(spn=False, total=4), tmp_path / "run", resume="auto")
+
+
+def test_resume_is_bit_exact_for_models_that_draw_random_numbers(data, tmp_path):
+    config = tiny_config(total=6, model={"name": "train_support:dropout_net", "scale": 2, "args": {}})
+
+    def send_sigterm(it: int) -> None:
+        if it == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    reference = run_training(config, tmp_path / "straight")
+    assert run_training(config, tmp_path / "stopped", on_iteration=send_sigterm).iteration == 3
+    resumed = run_training(config, tmp_path / "stopped", resume="auto")
+    assert resumed.completed
+    _assert_identical(_final_state(reference), _final_state(resumed))

@@ -83,3 +83,10 @@ def ddp_worker(rank: int, world_size: int, port: int, config: dict, out_dir: str
     result = run_training(config, Path(out_dir) / "run")
     torch.save({"model": result.model.state_dict(), "ema": result.ema_model.state_dict(),
                 "spn": result.spn.state_dict()}, Path(out_dir) / f"rank{rank}.pt")
+
+
+def dropout_net(scale: int) -> nn.Module:
+    """A tiny x``scale`` network whose training forward draws from torch's global RNG (dropout), as SwinIR's
+    and IDT's drop-path do: resume must restore that RNG exactly."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Dropout2d(0.25),
+                         nn.Conv2d(8, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))

@@ -136,9 +136,12 @@ def _batches(dataset: PatchDataset, config: Config, ctx: DistContext, steps_per_
     def start(step: int) -> Iterator[dict[str, Any]]:
         sampler = ShardedBatchSampler(order, len(dataset), entry["batch_size"], ctx, start_step=step)
         workers = entry["workers"]
+        # The loader's own generator: creating an iterator must not draw from torch's global RNG, which the
+        # model may use (drop-path) and which a resumed run restores exactly. Samples do not depend on it.
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                             pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
-                            prefetch_factor=4 if workers else None)
+                            prefetch_factor=4 if workers else None,
+                            generator=torch.Generator().manual_seed(config["seed"] + step))
         return iter(loader)
 
     return start

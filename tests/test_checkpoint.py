@@ -203,3 +203,19 @@ def test_newer_format_version_is_refused(tmp_path):
     torch.save(content, path)
     with pytest.raises(SpnirError, match="version 99"):
         model_from_checkpoint(path)
+
+
+def test_numpy_scalar_allow_list_under_numpy_1_and_2():
+    from types import SimpleNamespace
+
+    from spnir.archs.checkpoint import NUMPY_SCALAR_GLOBALS, numpy_scalar_allow_list
+
+    scalar = NUMPY_SCALAR_GLOBALS[0][0]
+    numpy1 = SimpleNamespace(core=SimpleNamespace(multiarray=SimpleNamespace(scalar=scalar)), dtype=np.dtype)
+    for allowed in (numpy_scalar_allow_list(numpy1), NUMPY_SCALAR_GLOBALS):
+        named = {entry[1] for entry in allowed if isinstance(entry, tuple)}
+        assert named == {"numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar"}
+        assert all(entry[0] is scalar for entry in allowed if isinstance(entry, tuple))
+        classes = [entry for entry in allowed if not isinstance(entry, tuple)]
+        assert np.dtype in classes and type(np.dtype("float64")) in classes
+        assert type(np.dtype(object)) not in classes and len(allowed) == 2 + 1 + 12

@@ -50,15 +50,24 @@ WRAPPER_KEYS = ("state_dict", "model", "net")
 SAFETENSORS_SUFFIX = ".safetensors"
 
 # numpy scalars pickle as scalar(dtype, bytes): allow that constructor, the dtype class, and the numeric
-# dtype classes only (no object dtype), under numpy 2's module name and numpy 1's (files saved by numpy 1).
+# dtype classes only (no object dtype). The constructor lives in numpy._core (numpy >= 2) or numpy.core
+# (numpy 1); it is allowed under both module names, so files saved by either numpy read under either.
 _NUMERIC_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                    "float16", "float32", "float64")
-NUMPY_SCALAR_GLOBALS: list[Any] = [
-    np._core.multiarray.scalar,
-    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
-    np.dtype,
-    *(type(np.dtype(name)) for name in _NUMERIC_DTYPES),
-]
+_SCALAR_NAMES = ("numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar")
+
+
+def numpy_scalar_allow_list(numpy: Any = np) -> list[Any]:
+    """The globals :func:`numpy_scalar_globals` allows, for the given numpy module (1.x or 2.x)."""
+    scalar = (getattr(numpy, "_core", None) or numpy.core).multiarray.scalar
+    return [
+        *((scalar, name) for name in _SCALAR_NAMES),
+        numpy.dtype,
+        *(type(numpy.dtype(name)) for name in _NUMERIC_DTYPES),
+    ]
+
+
+NUMPY_SCALAR_GLOBALS: list[Any] = numpy_scalar_allow_list()
 
 
 def numpy_scalar_globals() -> contextlib.AbstractContextManager:

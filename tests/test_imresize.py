@@ -92,3 +92,30 @@ def test_rejects_bad_input(bad: torch.Tensor, message: str) -> None:
 def test_rejects_bad_scale() -> None:
     with pytest.raises(SpnirError, match="positive"):
         imresize(torch.zeros(1, 4, 4), 0)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_images_spanning_several_bands_match_numpy(scale: float) -> None:
+    # on CPU each axis is resized in bands of 16 or 32 output pixels: 70x45 px spans several at every scale
+    img = torch.rand(2, 70, 45, dtype=torch.float64)
+    expected = ref.imresize(img.permute(1, 2, 0).numpy(), scale).transpose(2, 0, 1)
+    assert np.abs(imresize(img, scale).numpy() - expected).max() < 1e-12
+    assert np.abs(imresize(img.float(), scale).numpy() - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("in_length, scale", [(70, 1 / 4), (45, 1 / 3), (33, 2), (5, 1 / 4)])
+def test_band_plan_and_dense_plan_hold_the_same_matrix(in_length: int, scale: float) -> None:
+    # CPU uses narrow bands; other devices use one band (the dense matrix): both must describe one matrix
+    from spnir.imresize import _resize_bands
+
+    out_length = output_length(in_length, scale)
+
+    def assembled(band_rows: int) -> torch.Tensor:
+        matrix = torch.zeros(out_length, in_length, dtype=torch.float64)
+        for band in _resize_bands(in_length, out_length, scale, True, band_rows):
+            matrix[band.out_start : band.out_stop, band.in_start : band.in_stop] += band.weights
+        return matrix
+
+    dense = assembled(out_length)
+    torch.testing.assert_close(assembled(16), dense, atol=0, rtol=0)
+    torch.testing.assert_close(dense.sum(dim=1), torch.ones(out_length, dtype=torch.float64))

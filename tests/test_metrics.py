@@ -115,3 +115,21 @@ def test_evaluate_pairs_averages_images_and_batches() -> None:
     assert scores.psnr == pytest.approx(sum(scores.per_image_psnr) / 3)
     assert scores.ssim == pytest.approx(sum(scores.per_image_ssim) / 3)
     assert settings.describe() == "Y channel, border 4 px, convention basicsr"
+
+
+def test_ssim_over_several_strips_matches_numpy() -> None:
+    # on CPU the SSIM map is computed in strips of 32 rows: 100 px (90 map rows) spans three
+    rng = np.random.RandomState(1)
+    gt = rng.randint(0, 256, (100, 37, 3)).astype(np.uint8)
+    out = np.clip(gt.astype(int) + rng.randint(-30, 31, gt.shape), 0, 255).astype(np.uint8)
+    for y in (False, True):
+        assert ssim(out, gt, crop_border=0, y_channel=y) == pytest.approx(ref.ssim(out, gt, 0, y, False), abs=1e-9)
+
+
+def test_measure_equals_psnr_and_ssim_called_separately() -> None:
+    out, gt = _images()
+    settings = MetricSettings(crop_border=2, y_channel=True, convention="matlab")
+    batch_out, batch_gt = _tensor(out).repeat(2, 1, 1, 1), _tensor(gt).repeat(2, 1, 1, 1)
+    p, s = settings.measure(batch_out, batch_gt)
+    torch.testing.assert_close(p, psnr(batch_out, batch_gt, 2, True, "matlab"), atol=0, rtol=0)
+    torch.testing.assert_close(s, ssim(batch_out, batch_gt, 2, True, "matlab"), atol=0, rtol=0)

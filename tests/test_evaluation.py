@@ -190,3 +190,53 @@ def test_cli_stop_policy_and_argument_errors(messy_set: Path, capsys: pytest.Cap
     assert "--task sr needs --scale" in capsys.readouterr().err
     assert main(["eval", "--task", "dehaze", "--pair", str(messy_set), str(messy_set)]) == 2
     assert "needs a trained --model" in capsys.readouterr().err
+
+
+def test_cli_spnir_checkpoint_with_recorded_overrides_and_set(tmp_path: Path) -> None:
+    from spnir.archs import create_model
+    from spnir.archs.checkpoint import save_model_checkpoint
+
+    torch.manual_seed(0)
+    trained = create_model("edsr-baseline", 2, num_feat=16, num_block=1)
+    ckpt = save_model_checkpoint(trained, tmp_path / "edsr16.pth")
+    hr = tmp_path / "HR"
+    _save(hr / "a.png", _rgb(24, 20, 7))
+
+    def measure(*extra: str) -> float:
+        out = tmp_path / f"r{len(list(tmp_path.glob('r*.json')))}.json"
+        code = main(["eval", "--checkpoint", str(ckpt), "--scale", "2", "--data", str(hr), "--no-progress",
+                     "--device", "cpu", "--json", str(out), *extra])
+        assert code == 0
+        return json.loads(out.read_text())["HR"]["psnr"]
+
+    def reference(model: torch.nn.Module) -> float:
+        model.load_state_dict(trained.state_dict())
+        model.eval()
+        settings = MetricSettings(crop_border=2, y_channel=True, convention="basicsr")
+        with torch.no_grad():
+            return Evaluator(lambda lq: model(lq).clamp(0, 1), settings, scale=2, show_progress=False).run_set(
+                find_set(hr, "sr", 2)).psnr
+
+    # the recorded num_feat=16 is used with or without --model
+    plain = reference(create_model("edsr-baseline", 2, num_feat=16, num_block=1))
+    assert measure() == pytest.approx(plain, abs=1e-9)
+    assert measure("--model", "edsr-baseline") == pytest.approx(plain, abs=1e-9)
+    # --set goes on top of the recorded overrides
+    halved = reference(create_model("edsr-baseline", 2, num_feat=16, num_block=1, res_scale=0.5))
+    assert halved != pytest.approx(plain, abs=1e-6)
+    assert measure("--set", "res_scale=0.5") == pytest.approx(halved, abs=1e-9)
+
+
+def test_cli_checkpoint_scale_and_set_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from spnir.archs import create_model
+    from spnir.archs.checkpoint import save_model_checkpoint
+
+    ckpt = save_model_checkpoint(create_model("edsr-baseline", 2, num_feat=8, num_block=1), tmp_path / "e.pth")
+    _save(tmp_path / "HR" / "a.png", _rgb(24, 20, 8))
+    assert main(["eval", "--checkpoint", str(ckpt), "--scale", "4", "--data", str(tmp_path / "HR")]) == 2
+    assert "trained for scale 2; got scale 4" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(ckpt), "--scale", "2", "--data", str(tmp_path / "HR"),
+                 "--set", "oops"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["eval", "--scale", "2", "--data", str(tmp_path / "HR"), "--set", "local=true"]) == 2
+    assert "no --set" in capsys.readouterr().err

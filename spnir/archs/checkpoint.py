@@ -24,7 +24,9 @@ spnir's model checkpoint (what :func:`save_model_checkpoint` writes, see ``docs/
      "params": state_dict, "meta": {...}}
 
 or a ``.safetensors`` file holding the state dict, with ``format``, ``version``, ``preset`` and ``meta``
-(JSON) in its metadata. :func:`model_from_checkpoint` rebuilds the model from such a file alone.
+(JSON) in its metadata. :func:`model_from_checkpoint` rebuilds the model from such a file alone;
+:func:`model_for_inference` (what ``spnir restore`` and ``spnir eval`` use) also takes a preset name for
+official weights, a scale and ``KEY=VALUE`` preset overrides (:func:`parse_overrides`).
 """
 from __future__ import annotations
 
@@ -310,18 +312,59 @@ def save_model_checkpoint(
     return path
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["local=true", "img_size=64"]`` -> ``{"local": True, "img_size": 64}`` (values parsed as YAML)."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpnirError(f"--set {item!r}: expected KEY=VALUE, e.g. --set local=true")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def model_for_inference(
+    checkpoint: str | os.PathLike,
+    preset: str | None = None,
+    scale: int | None = None,
+    key: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[nn.Module, int]:
+    """The model of ``checkpoint`` with its weights loaded, and its scale (1 for presets that do not upscale).
+
+    What ``spnir restore`` and ``spnir eval`` build. ``preset`` names the architecture; it may be left out
+    for a spnir model checkpoint, which records it. When the file records the preset in use, its recorded
+    overrides and scale are the starting point: ``overrides`` (test-time options such as NAFNet's
+    ``local=True``) go on top, and a ``scale`` other than the recorded one is an error. ``key`` picks the
+    state dict entry (see :func:`load_checkpoint`).
+    """
+    content = read_checkpoint(checkpoint)
+    recorded = checkpoint_preset(content)
+    name = preset or (recorded or {}).get("name")
+    if name is None:
+        raise SpnirError(
+            f"{checkpoint}: not a spnir model checkpoint (no preset recorded), so name its preset with --model "
+            f"for official or foreign weights"
+        )
+    options = dict(overrides or {})
+    if recorded and recorded["name"] == name:
+        options = {**recorded.get("overrides", {}), **options}
+        trained = recorded.get("scale")
+        if scale not in (None, trained) and not (trained is None and scale == 1):
+            raise SpnirError(f"{checkpoint}: preset {name!r} was trained for scale {trained or 1}; got scale {scale}")
+        scale = trained if scale is None else scale
+    if get_preset(name).scales is None and scale == 1:
+        scale = None
+    model = create_model(name, scale, **options)
+    load_state_into(model, content, key=key, source=str(checkpoint))
+    return model, model.spnir_preset["scale"] or 1
+
+
 def model_from_checkpoint(path: str | os.PathLike, key: str | None = None, **overrides: Any) -> nn.Module:
     """Build the preset recorded in a spnir model checkpoint and load its weights (entry ``key`` if given).
 
     ``overrides`` change test-time options on top of the recorded ones (e.g. ``local=True`` for NAFNet).
     """
-    content = read_checkpoint(path)
-    record = checkpoint_preset(content)
-    if record is None:
-        raise SpnirError(
-            f"{path}: not a spnir model checkpoint (no preset recorded); name the preset (--model) for "
-            f"official or foreign weights"
-        )
-    model = create_model(record["name"], record.get("scale"), **{**record.get("overrides", {}), **overrides})
-    load_state_into(model, content, key=key, source=str(path))
-    return model
+    return model_for_inference(path, key=key, overrides=overrides)[0]

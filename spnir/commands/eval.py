@@ -4,6 +4,10 @@
     spnir eval --model edsr --checkpoint EDSR_x4.pth --scale 4 --data Set5
     spnir eval --model ffanet --checkpoint its.pk --task dehaze --pair SOTS/hazy SOTS/clear
     spnir eval --checkpoint runs/x/model.safetensors --scale 4 --data Set5   # spnir checkpoint: preset recorded
+    spnir eval --model nafnet-width64 --checkpoint NAFNet-GoPro-width64.pth --task deblur --set local=true \
+        --pair GoPro/test/blur GoPro/test/sharp
+
+The model is built as ``spnir restore`` builds it (:func:`spnir.archs.checkpoint.model_for_inference`).
 """
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "for a spnir checkpoint, which records its preset")
     parser.add_argument("--checkpoint", help="weights for --model (official release, BasicSR or spnir file)")
     parser.add_argument("--key", help="state dict inside the checkpoint, e.g. params_ema (default as BasicSR)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="preset override (YAML value) on top of a spnir checkpoint's recorded ones, e.g. "
+                             "--set local=true (NAFNet's test-time local statistics); repeatable")
     parser.add_argument("--task", choices=TASKS, default="sr", help="restoration task (default: sr)")
     parser.add_argument("--scale", type=int, help="SR factor (required for --task sr; 1 otherwise)")
     parser.add_argument("--data", nargs="+", default=[], metavar="DIR",
@@ -57,28 +64,19 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _model_restore(args: argparse.Namespace, scale: int) -> tuple[RestoreFn, str]:
-    from spnir.archs import create_model, get_preset
-    from spnir.archs.checkpoint import load_checkpoint, model_from_checkpoint
+    from spnir.archs.checkpoint import model_for_inference, parse_overrides
 
     if not args.checkpoint:
         raise SpnirError(f"--model {args.model} needs --checkpoint PATH (its trained weights)")
-    if args.model is None:  # a spnir checkpoint records its preset
-        model = model_from_checkpoint(args.checkpoint)
-        name, recorded = model.spnir_preset["name"], model.spnir_preset["scale"] or 1
-        if recorded != scale:
-            raise SpnirError(f"{args.checkpoint}: preset {name!r} was trained for scale {recorded}; got --scale {scale}")
-    else:
-        name = args.model
-        model = create_model(name, scale=scale if get_preset(name).scales is not None else None)
-        load_checkpoint(model, args.checkpoint, key=args.key)
+    model, _ = model_for_inference(args.checkpoint, args.model, scale, args.key, parse_overrides(args.overrides))
     model.eval().to(args.device)
-    return (lambda lq: model(lq).clamp(0, 1)), name
+    return (lambda lq: model(lq).clamp(0, 1)), model.spnir_preset["name"]
 
 
 def _restore(args: argparse.Namespace, scale: int) -> tuple[RestoreFn, str]:
     if args.model == "bicubic" or (args.model is None and not args.checkpoint):
-        if args.checkpoint:
-            raise SpnirError("--model bicubic takes no --checkpoint")
+        if args.checkpoint or args.overrides:
+            raise SpnirError("--model bicubic takes no --checkpoint and no --set")
         if args.task != "sr":
             raise SpnirError(f"--model bicubic is the SR baseline; --task {args.task} needs a trained --model")
         return (lambda lq: imresize(lq, scale)), "Bicubic"

@@ -5,7 +5,6 @@ import argparse
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm import tqdm
 
 from spnir.errors import SpnirError
@@ -27,17 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     parser.add_argument("--half", action="store_true", help="float16 inference (cuda only)")
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``["local=true", "img_size=64"]`` -> ``{"local": True, "img_size": 64}`` (values parsed as YAML)."""
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SpnirError(f"--set {item!r}: expected KEY=VALUE, e.g. --set local=true")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:
@@ -62,26 +50,6 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int]:
-    """The model with its weights, and its scale."""
-    from spnir.archs import create_model
-    from spnir.archs.checkpoint import checkpoint_preset, load_state_into, read_checkpoint
-
-    overrides = parse_overrides(args.overrides)
-    content = read_checkpoint(args.checkpoint)
-    recorded = checkpoint_preset(content)
-    name = args.model or (recorded or {}).get("name")
-    if name is None:
-        raise SpnirError(f"{args.checkpoint}: not a spnir checkpoint, so name its preset with --model")
-    scale = args.scale
-    if recorded and recorded["name"] == name:
-        overrides = {**recorded.get("overrides", {}), **overrides}
-        scale = scale or recorded.get("scale")
-    model = create_model(name, scale, **overrides)
-    load_state_into(model, content, key=args.key, source=args.checkpoint)
-    return model, model.spnir_preset["scale"] or 1
-
-
 def pick_device(requested: str | None, half: bool) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise SpnirError("--device cuda: no CUDA device is available here; use --device cpu")
@@ -95,9 +63,12 @@ def run(args: argparse.Namespace) -> int:
     from spnir.imageio import load_image, save_image
     from spnir.restore import restore_image
 
+    from spnir.archs.checkpoint import model_for_inference, parse_overrides
+
     files = collect_inputs(args.inputs)
     device = pick_device(args.device, args.half)
-    model, scale = build_model(args)
+    model, scale = model_for_inference(args.checkpoint, args.model, args.scale, args.key,
+                                       parse_overrides(args.overrides))
     model = model.eval().to(device)
     if args.half:
         model = model.half()

@@ -224,8 +224,10 @@ def test_schedules_follow_their_definitions():
     cosine = _lrs({"type": "cosine", "eta_min": 0.1}, 5)
     assert cosine == pytest.approx([0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t / 5)) for t in range(5)])
     restarts = _lrs({"type": "cosine_restarts", "periods": [2, 4], "restart_weights": [1, 0.5]}, 6)
-    quarter = [0.25 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]  # second cycle: weight 0.5, period 4
-    assert restarts == pytest.approx([1, 0.5, *quarter])
+    # BasicSR's CosineAnnealingRestartLR: cycle k covers (end_{k-1}, end_k], so iteration 2 still ends the
+    # first cycle at the minimum and the second (weight 0.5, period 4) starts one iteration later
+    second = [0.25 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 4)]
+    assert restarts == pytest.approx([1, 0.5, 0, *second])
     warm = _lrs({"type": "constant", "warmup": 4}, 6)
     assert warm == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1])
     assert _lrs({"type": "linear"}, 4) == pytest.approx([1, 0.75, 0.5, 0.25])
@@ -245,3 +247,21 @@ def test_epoch_unit_changes_the_lr_once_per_epoch():
         optimizer.step()
         scheduler.step()
     assert lrs == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_basicsr_gradient_clipping_follows_each_codebase(tmp_path):
+    options = {
+        "name": "nafnet", "scale": 1, "num_gpu": 1,
+        "network_g": {"type": "NAFNet", "width": 32, "enc_blk_nums": [1, 1, 1, 28], "middle_blk_num": 1,
+                      "dec_blk_nums": [1, 1, 1, 1]},
+        "datasets": {"train": {"type": "PairedImageDataset", "dataroot_gt": "a", "dataroot_lq": "b", "gt_size": 256,
+                               "batch_size_per_gpu": 4, "io_backend": {"type": "disk"}}},
+        "train": {"total_iter": 10, "pixel_opt": {"type": "PSNRLoss", "loss_weight": 1},
+                  "optim_g": {"type": "AdamW", "lr": 1e-3}},
+    }
+    path = tmp_path / "nafnet.yml"
+    path.write_text(yaml.safe_dump(options))
+    assert load_config(path)["train"]["grad_clip"] == 0.01  # NAFNet's trainer clips at 0.01 by default
+    options["train"]["use_grad_clip"] = 0.5  # BasicSR-derived code passes a number as the max norm
+    path.write_text(yaml.safe_dump(options))
+    assert load_config(path)["train"]["grad_clip"] == 0.5

@@ -228,14 +228,29 @@ def _map_train(train: Options, config: Options, notes: list[str], refused: list[
     warmup = train.pop("warmup_iter", -1)
     if warmup is not None and warmup > 0:
         config.setdefault("scheduler", {})["warmup"] = warmup
-    if train.get("use_grad_clip"):
-        config["train"]["grad_clip"] = train["use_grad_clip"]
-    train.pop("use_grad_clip", None)
+    _map_grad_clip(train.pop("use_grad_clip", None), config, notes)
     if "use_grad_norm" in train:
         notes.append("train.use_grad_norm ignored: the official code never reads it (its clipping key is "
                      "use_grad_clip)")
         train.pop("use_grad_norm")
     refused.extend(f"train.{k}" for k in train)
+
+
+# NAFNet's trainer clips the gradient norm at 0.01 whenever use_grad_clip is on, and it is on by default;
+# BasicSR-derived code (the SPN authors' included) passes a numeric use_grad_clip as the max norm.
+_NAFNET_CLIP = 0.01
+
+
+def _map_grad_clip(value: Any, config: Options, notes: list[str]) -> None:
+    nafnet = str(config["model"].get("name", "")).startswith("nafnet")
+    if value is None and nafnet:
+        value = True
+    if value is True:
+        config["train"]["grad_clip"] = _NAFNET_CLIP
+        notes.append(f"gradient norm clipped at {_NAFNET_CLIP}, as NAFNet's trainer does when use_grad_clip is on "
+                     "(its default)")
+    elif value:
+        config["train"]["grad_clip"] = value
 
 
 def _map_negative_loss(perceptual: Options, refused: list[str]) -> Options:

@@ -50,14 +50,18 @@ def schedule_factor(sched: dict[str, Any], total: int, base_lr: float) -> Factor
 
 
 def _cosine_restarts(periods: list[int], weights: list[float], eta: float) -> Factor:
-    """BasicSR's CosineAnnealingRestartLR: cosine cycles of the given lengths, each starting at its weight."""
-    starts = [sum(periods[:i]) for i in range(len(periods))]
+    """BasicSR's CosineAnnealingRestartLR: cosine cycles of the given lengths, each starting at its weight.
+
+    As there, cycle ``k`` covers iterations ``(end_{k-1}, end_k]``: the last iteration of a cycle reaches the
+    minimum and the restart comes one iteration later."""
+    ends = [sum(periods[: i + 1]) for i in range(len(periods))]
 
     def factor(t: int) -> float:
-        cycle = max(0, bisect.bisect_right(starts, t) - 1)
-        if t >= starts[-1] + periods[-1]:
+        cycle = bisect.bisect_left(ends, t)
+        if cycle >= len(periods):
             return eta
-        progress = (t - starts[cycle]) / periods[cycle]
+        start = ends[cycle - 1] if cycle else 0
+        progress = (t - start) / periods[cycle]
         return eta + weights[cycle] * 0.5 * (1.0 - eta) * (1.0 + math.cos(math.pi * progress))
 
     return factor

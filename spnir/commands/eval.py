@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from spnir.device import pick_device
 from spnir.errors import SpnirError
 from spnir.evaluation import TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set, format_table, results_json
 from spnir.imresize import imresize
@@ -49,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help="a bad image is skipped and reported (default) or stops the run")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (default: cuda when available, else cpu), cpu, cuda "
+                                                         "or cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -63,24 +65,24 @@ def _scale(args: argparse.Namespace) -> int:
     return 1
 
 
-def _model_restore(args: argparse.Namespace, scale: int) -> tuple[RestoreFn, str]:
+def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str]:
     from spnir.archs.checkpoint import model_for_inference, parse_overrides
 
     if not args.checkpoint:
         raise SpnirError(f"--model {args.model} needs --checkpoint PATH (its trained weights)")
     model, _ = model_for_inference(args.checkpoint, args.model, scale, args.key, parse_overrides(args.overrides))
-    model.eval().to(args.device)
+    model.eval().to(device)
     return (lambda lq: model(lq).clamp(0, 1)), model.spnir_preset["name"]
 
 
-def _restore(args: argparse.Namespace, scale: int) -> tuple[RestoreFn, str]:
+def _restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str]:
     if args.model == "bicubic" or (args.model is None and not args.checkpoint):
         if args.checkpoint or args.overrides:
             raise SpnirError("--model bicubic takes no --checkpoint and no --set")
         if args.task != "sr":
             raise SpnirError(f"--model bicubic is the SR baseline; --task {args.task} needs a trained --model")
         return (lambda lq: imresize(lq, scale)), "Bicubic"
-    return _model_restore(args, scale)
+    return _model_restore(args, scale, device)
 
 
 def _sets(args: argparse.Namespace, scale: int) -> list[BenchmarkSet]:
@@ -99,7 +101,8 @@ def _pair_name(lq: Path, gt: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     scale = _scale(args)
-    restore, method = _restore(args, scale)
+    device = pick_device(args.device, setting="--device")
+    restore, method = _restore(args, scale, device)
     sets = _sets(args, scale)
     channel = args.channel or ("y" if args.task in ("sr", "derain") else "rgb")
     crop = args.crop_border if args.crop_border is not None else (scale if args.task == "sr" else 0)
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     # The published bicubic rows come from MATLAB's script that resizes Y alone, in float (see evaluation doc).
     classic = method == "Bicubic" and args.convention == "matlab" and channel == "y"
     evaluator = Evaluator(restore, settings, scale=scale, lr_protocol="classic" if classic else "rgb8",
-                          on_error=args.on_error, device=args.device,
+                          on_error=args.on_error, device=device,
                           show_progress=False if args.no_progress else None)
     results = [evaluator.run_set(s) for s in sets]
     caption = settings.describe() + (f", x{scale}" if args.task == "sr" else f", {args.task}")

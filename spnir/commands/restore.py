@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from spnir.errors import SpnirError
@@ -24,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, help="restore in tiles of this size (pixels of the input)")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles (default 32)")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    parser.add_argument("--device", default="auto", help="auto (default: cuda when available, else cpu), cpu, cuda "
+                                                         "or cuda:N")
     parser.add_argument("--half", action="store_true", help="float16 inference (cuda only)")
 
 
@@ -50,23 +50,17 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def pick_device(requested: str | None, half: bool) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise SpnirError("--device cuda: no CUDA device is available here; use --device cpu")
-    device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if half and device.type != "cuda":
-        raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
     from spnir.imageio import load_image, save_image
     from spnir.restore import restore_image
 
     from spnir.archs.checkpoint import model_for_inference, parse_overrides
+    from spnir.device import pick_device
 
     files = collect_inputs(args.inputs)
-    device = pick_device(args.device, args.half)
+    device = pick_device(args.device, setting="--device")
+    if args.half and device.type != "cuda":
+        raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
     model, scale = model_for_inference(args.checkpoint, args.model, args.scale, args.key,
                                        parse_overrides(args.overrides))
     model = model.eval().to(device)

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from spnir.device import pick_device
 from spnir.errors import SpnirError
 
 
@@ -37,23 +38,13 @@ class DistContext:
         return self.world_size > 1
 
 
-def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto``: the local GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise SpnirError("train.device = cuda, but torch sees no CUDA device")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
-
-
 def init_distributed(device_preference: str = "auto") -> DistContext:
     """Join torchrun's process group when launched by it; otherwise a single-process context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return DistContext(device=pick_device(device_preference))
+        return DistContext(device=pick_device(device_preference, setting="train.device"))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_preference, local_rank)
+    device = pick_device(device_preference, local_rank, setting="train.device")
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))

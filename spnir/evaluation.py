@@ -24,6 +24,8 @@ from typing import Any, Callable, Literal
 
 import torch
 
+from spnir.data.degrade import mod_crop, quantize
+from spnir.data.paired import sr_gt_box
 from spnir.errors import SpnirError
 from spnir.imageio import list_images, load_image
 from spnir.imresize import imresize
@@ -122,17 +124,6 @@ def _mean(values: list[float]) -> float:
 
 
 # -- preparing one image ---------------------------------------------------------------------------------
-def quantize(img: torch.Tensor) -> torch.Tensor:
-    """Round to 8-bit levels, as writing the image to a PNG would."""
-    return img.clamp(0, 1).mul(255).round().div(255)
-
-
-def mod_crop(img: torch.Tensor, scale: int) -> torch.Tensor:
-    """Crop ``(C, H, W)`` to the largest multiple of ``scale`` from the top-left corner (MATLAB ``modcrop``)."""
-    h, w = img.shape[-2:]
-    return img[..., : h - h % scale, : w - w % scale]
-
-
 def synthesize_lr(hr: torch.Tensor, scale: int, protocol: LrProtocol = "rgb8") -> tuple[torch.Tensor, torch.Tensor]:
     """``(lq, gt)`` from an HR ``(3, H, W)`` image; see the module doc for the two protocols."""
     if min(hr.shape[-2:]) < scale:
@@ -148,14 +139,15 @@ def synthesize_lr(hr: torch.Tensor, scale: int, protocol: LrProtocol = "rgb8") -
 
 def reconcile_pair(lq: torch.Tensor, gt: torch.Tensor, scale: int, lq_path: Path, gt_path: Path) -> torch.Tensor:
     """GT cropped to ``scale x LQ`` when it exceeds it by less than ``scale`` px (an HR that is not a multiple
-    of the scale); any other size mismatch is an error naming both files."""
+    of the scale; the rule of :func:`spnir.data.paired.sr_gt_box`); any other size mismatch is an error naming
+    both files."""
     (h, w), (gh, gw) = lq.shape[-2:], gt.shape[-2:]
-    want = (h * scale, w * scale)
-    if 0 <= gh - want[0] < scale and 0 <= gw - want[1] < scale:
-        return gt[..., : want[0], : want[1]]
+    box = sr_gt_box((h, w), (gh, gw), scale)
+    if box is not None:
+        return gt[..., : box[2], : box[3]]
     raise SpnirError(
         f"{lq_path}: LQ is {w}x{h} (WxH) and GT {gt_path} is {gw}x{gh}; with scale {scale} "
-        f"the GT should be {want[1]}x{want[0]}"
+        f"the GT should be {w * scale}x{h * scale}"
     )
 
 

@@ -195,3 +195,17 @@ def test_auto_keeps_gopro_for_nested_equal_names_at_scale_above_one(tmp_path):
     write(tmp_path / "LR" / "seq1" / "0001.png", 12, 12)
     ds = PairedFolder(tmp_path / "LR", tmp_path / "HR", scale=4)
     assert ds.layout == "gopro" and len(ds) == 1
+
+
+def test_sr_gt_box_is_the_rule_of_folder_and_evaluation():
+    from spnir.data.paired import sr_gt_box
+    from spnir.evaluation import reconcile_pair
+
+    assert sr_gt_box((12, 12), (48, 48), 4) == (0, 0, 48, 48)
+    assert sr_gt_box((12, 12), (51, 50), 4) == (0, 0, 48, 48)
+    assert sr_gt_box((12, 12), (52, 48), 4) is None and sr_gt_box((12, 12), (47, 48), 4) is None
+    assert sr_gt_box((12, 12), (13, 12), 1) is None
+    gt = torch.rand(3, 51, 50)
+    assert torch.equal(reconcile_pair(torch.rand(3, 12, 12), gt, 4, Path("l"), Path("g")), gt[:, :48, :48])
+    with pytest.raises(SpnirError, match="the GT should be 48x48"):
+        reconcile_pair(torch.rand(3, 12, 12), torch.rand(3, 52, 48), 4, Path("l"), Path("g"))

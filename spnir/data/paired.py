@@ -71,6 +71,16 @@ def header_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
+def sr_gt_box(lq_size: tuple[int, int], gt_size: tuple[int, int], scale: int) -> tuple[int, int, int, int] | None:
+    """``(top, left, height, width)`` of the ``scale x LQ`` GT crop when the GT is that size or exceeds it by less
+    than ``scale`` pixels in each dimension (an HR image that is not a multiple of the scale, cropped from the
+    top-left corner as the SR evaluation's mod-crop does); ``None`` when the sizes do not fit so."""
+    want = (lq_size[0] * scale, lq_size[1] * scale)
+    if 0 <= gt_size[0] - want[0] < scale and 0 <= gt_size[1] - want[1] < scale:
+        return 0, 0, want[0], want[1]
+    return None
+
+
 def _stem_key(path: Path, root: Path) -> str:
     """Relative path without extension, with ``/`` separators: the name pairs are matched on."""
     return path.relative_to(root).with_suffix("").as_posix()
@@ -307,8 +317,9 @@ class PairedFolder(Dataset):
         if gt_size == want:
             return Pair(lq, gt, lq_size, gt_size)
         extra = (gt_size[0] - want[0], gt_size[1] - want[1])
-        if self.layout == "sr" and 0 <= extra[0] < s and 0 <= extra[1] < s:
-            return Pair(lq, gt, lq_size, want, (0, 0, want[0], want[1]))
+        sr_box = sr_gt_box(lq_size, gt_size, s) if self.layout == "sr" else None
+        if sr_box is not None:
+            return Pair(lq, gt, lq_size, want, sr_box)
         if self.layout == "reside" and s == 1 and min(extra) > 0 and extra[0] % 2 == 0 and extra[1] % 2 == 0:
             return Pair(lq, gt, lq_size, want, (extra[0] // 2, extra[1] // 2, want[0], want[1]))
         raise SpnirError(
@@ -339,4 +350,4 @@ class PairedFolder(Dataset):
         return {"lq": lq, "gt": gt.contiguous(), "lq_path": str(pair.lq), "gt_path": str(pair.gt)}
 
 
-__all__ = ["PairedFolder", "Pair", "LAYOUTS", "header_size"]
+__all__ = ["PairedFolder", "Pair", "LAYOUTS", "header_size", "sr_gt_box"]

@@ -171,3 +171,26 @@ def test_set14_with_grayscale_bridge_feeds_sr_patches(shared_data):
     item = ds[(0, names.index("bridge.png"))]
     assert item["gt"].shape == (3, 96, 96) and item["lq"].shape == (3, 24, 24)
     assert torch.equal(item["gt"][0], item["gt"][1])  # grayscale replicated to RGB
+
+
+def test_crop_errors_name_the_image():
+    from spnir.data.sampling import random_crop_box
+
+    g = sample_generator(0, 0, 0)
+    with pytest.raises(SpnirError, match=r"^a/b\.png: patch 9x9 is larger than the image 8x8"):
+        random_crop_box(8, 8, 9, g, name="a/b.png")
+    with pytest.raises(SpnirError, match=r"^lq\.png: LQ 4x4 and GT 9x8"):
+        paired_random_crop(torch.rand(3, 4, 4), torch.rand(3, 8, 9), 4, 2, g, name="lq.png")
+
+    class Pairs(torch.utils.data.Dataset):  # a source without gt_sizes: nothing is checked up front
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {"lq": torch.rand(3, 3, 3), "gt": torch.rand(3, 6, 6), "lq_path": "small_lq.png",
+                    "gt_path": "small_gt.png"}
+
+    source = Pairs()
+    source.scale = 2
+    with pytest.raises(SpnirError, match=r"^small_lq\.png: patch 4x4 is larger than the image 3x3"):
+        PatchDataset(source, patch_size=8)[0]

@@ -146,3 +146,17 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["restore", str(tmp_path / "x.png"), "--checkpoint", str(weights), "--out", out,
                  "--set", "oops"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_cli_model_output_error_names_the_image(tmp_path, monkeypatch, capsys):
+    import spnir.archs.checkpoint as checkpoint
+
+    write_png(tmp_path / "x.png", 8, 6, 5)
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    # a x2 model believed to be x4: the tile runner's size check fails for this image
+    monkeypatch.setattr(checkpoint, "model_for_inference", lambda *args: (PixelwiseSR(2), 4))
+    assert main(["restore", str(tmp_path / "x.png"), "--checkpoint", str(weights), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'x.png'}: model output is" in err and "expected (32, 24) at scale 4" in err

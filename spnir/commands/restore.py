@@ -71,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
         image = load_image(path)
         for note in image.notes:
             tqdm.write(f"{path}: {note}")
-        restored = restore_image(model, image.data, scale, tile=args.tile, tile_overlap=args.tile_overlap,
-                                 self_ensemble=args.self_ensemble)
+        try:
+            restored = restore_image(model, image.data, scale, tile=args.tile, tile_overlap=args.tile_overlap,
+                                     self_ensemble=args.self_ensemble)
+        except SpnirError as exc:
+            raise SpnirError(f"{path}: {exc}") from None
         save_image(restored, out_dir / path.name)
     print(f"restored {len(files)} image(s) into {out_dir}")
     return 0

@@ -52,26 +52,34 @@ def _randint(high: int, generator: torch.Generator) -> int:
     return int(torch.randint(high, (), generator=generator))
 
 
-def random_crop_box(height: int, width: int, patch: int, generator: torch.Generator, step: int = 1
-                    ) -> tuple[int, int]:
-    """Top-left corner of a ``patch x patch`` crop, both coordinates multiples of ``step``."""
+def _named(name: str | os.PathLike | None, message: str) -> str:
+    return f"{name}: {message}" if name is not None else message
+
+
+def random_crop_box(height: int, width: int, patch: int, generator: torch.Generator, step: int = 1,
+                    name: str | os.PathLike | None = None) -> tuple[int, int]:
+    """Top-left corner of a ``patch x patch`` crop, both coordinates multiples of ``step``; ``name`` (the
+    image's path) starts the error message of a patch larger than the image."""
     if patch > height or patch > width:
-        raise SpnirError(f"patch {patch}x{patch} is larger than the image {width}x{height} (WxH)")
+        raise SpnirError(_named(name, f"patch {patch}x{patch} is larger than the image {width}x{height} (WxH)"))
     top = _randint((height - patch) // step + 1, generator) * step
     left = _randint((width - patch) // step + 1, generator) * step
     return top, left
 
 
 def paired_random_crop(lq: torch.Tensor, gt: torch.Tensor, gt_patch: int, scale: int,
-                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop a ``gt_patch`` GT patch and the LQ patch of ``gt_patch / scale`` pixels that covers the same area."""
+                       generator: torch.Generator, name: str | os.PathLike | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop a ``gt_patch`` GT patch and the LQ patch of ``gt_patch / scale`` pixels that covers the same area;
+    ``name`` (the LQ image's path) starts the error messages."""
     if gt_patch % scale:
         raise SpnirError(f"patch size {gt_patch} is not a multiple of scale {scale}")
     h, w = lq.shape[-2:]
     if gt.shape[-2:] != (h * scale, w * scale):
-        raise SpnirError(f"LQ {w}x{h} and GT {gt.shape[-1]}x{gt.shape[-2]} (WxH) do not match scale {scale}")
+        raise SpnirError(_named(name, f"LQ {w}x{h} and GT {gt.shape[-1]}x{gt.shape[-2]} (WxH) do not match "
+                                      f"scale {scale}"))
     p = gt_patch // scale
-    top, left = random_crop_box(h, w, p, generator)
+    top, left = random_crop_box(h, w, p, generator, name=name)
     lq_crop = lq[..., top : top + p, left : left + p]
     gt_crop = gt[..., top * scale : (top + p) * scale, left * scale : (left + p) * scale]
     return lq_crop, gt_crop
@@ -256,14 +264,14 @@ class PatchDataset(Dataset):
         g = sample_generator(self.base_seed, epoch, index)
         item = self._item(index)
         if self.paired:
-            lq, gt = paired_random_crop(item["lq"], item["gt"], self.patch_size, self.scale, g)
+            lq, gt = paired_random_crop(item["lq"], item["gt"], self.patch_size, self.scale, g, name=item["lq_path"])
             lq, gt = augment([lq, gt], g, **self.flips)
             return {"lq": lq, "gt": gt, "lq_path": item["lq_path"], "gt_path": item["gt_path"]}
         full = item["gt"]
         h, w = full.shape[-2:]
         if h < self.patch_size or w < self.patch_size:
             raise SpnirError(f"{item['gt_path']}: image {w}x{h} (WxH) is smaller than the patch {self.patch_size}")
-        top, left = random_crop_box(h, w, self.patch_size, g)
+        top, left = random_crop_box(h, w, self.patch_size, g, name=item["gt_path"])
         box = (slice(None), slice(top, top + self.patch_size), slice(left, left + self.patch_size))
         tensors = [full[box]]
         if self.wants_depth:

@@ -19,6 +19,7 @@ from torch import nn
 
 from spnir.ema import _Pairing, check_same_architecture, ema_update_, unwrap
 from spnir.errors import SpnirError
+from spnir.ranks import mean_over_ranks
 
 FreshModel = nn.Module | Callable[[], nn.Module]
 
@@ -114,9 +115,12 @@ class NegativeBank(nn.Module):
 
     @torch.no_grad()
     def observe(self, out: torch.Tensor, gt: torch.Tensor) -> float:
-        """Record the batch residual std for the adaptive refresh applied at the next :meth:`step`."""
+        """Record the batch residual std for the adaptive refresh applied at the next :meth:`step`.
+
+        As the official code: the std of ``2 * (out - gt)`` per image, averaged over the batch (and over DDP
+        ranks, so that every rank refreshes the same negative)."""
         residual = 2 * (out.detach().float() - gt.float())
-        std = residual.flatten(1).std(dim=1).mean().item()
+        std = mean_over_ranks(residual.flatten(1).std(dim=1).mean()).item()
         self._pending_residual_std = std
         return std
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from spnir.errors import SpnirError
+from spnir.ranks import mean_over_ranks
 from spnir.features import VGGFeatures
 from spnir.negative_sources import HistoryNegatives
 from spnir.negatives import FreshModel, NegativeBank
@@ -268,7 +269,7 @@ class NegativeLoss(nn.Module):
             return self.weight
         if recon is None:
             raise SpnirError("weight='auto' needs the reconstruction loss: call spn(lq, out, recon=loss)")
-        r, d = float(recon.detach()), float(value.detach())
+        r, d = mean_over_ranks(torch.stack([recon.detach().float(), value.detach().float()])).tolist()
         m = self.auto_momentum
         self._avg_recon = r if self._avg_recon is None else m * self._avg_recon + (1 - m) * r
         self._avg_distance = d if self._avg_distance is None else m * self._avg_distance + (1 - m) * d

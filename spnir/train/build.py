@@ -159,9 +159,6 @@ def build_parts(config: Config, ctx: DistContext) -> TrainParts:
         raise SpnirError(f"the training set has {len(train_set)} samples, fewer than data.train.batch_size "
                          f"{global_batch}; raise data.train.enlarge or lower the batch size")
     total_iter = config["train"]["total_iter"] or config["train"]["epochs"] * steps_per_epoch
-    if config["spn"]["enabled"] and config["spn"]["adaptive_threshold"] is not None and ctx.distributed:
-        raise SpnirError("spn.adaptive_threshold under DDP is not supported yet: each rank would see its own "
-                         "residual and refresh different negatives; train on one process or use periods")
     forward: nn.Module = model
     if ctx.distributed:
         forward = nn.parallel.DistributedDataParallel(

@@ -89,4 +89,4 @@ class ReferenceSPNStep:
         for idx, (period, decay) in enumerate(zip(self.periods, self.decays)):
             if self.iteration % period == 0:
                 loop_ema(self.model, self.negatives[idx], decay)
-        return float(l_total)
+        return float(l_total.detach())

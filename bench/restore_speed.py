@@ -71,7 +71,7 @@ def main() -> None:
         return
     print(f"# restore benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, random weights")
     if args.peak_memory:
-        print(f"| preset | input | tile/overlap | output | seconds | peak RSS MiB |\n|---|---|---|---|---|---|")
+        print("| preset | input | tile/overlap | output | seconds | peak RSS MiB |\n|---|---|---|---|---|---|")
         for tile in args.tile:
             cmd = [sys.executable, __file__, "--child", "--peak-memory", args.peak_memory, "--tile", str(tile),
                    "--overlap", str(args.overlap)] + (["--threads", str(args.threads)] if args.threads else [])

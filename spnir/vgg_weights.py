@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
 
 # torchvision's released ImageNet weights: file name (with its sha256 prefix) and address.
@@ -97,9 +98,8 @@ def install_vgg_weights(kind: str, source: str | os.PathLike | None = None) -> P
             f"{source}: sha256 {actual[:8]}... does not match torchvision's {TORCHVISION_FILES[kind]} "
             f"(expected prefix {prefix}); this is not the ImageNet {kind} file"
         )
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
     return dest
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ def test_interrupted_write_leaves_the_previous_checkpoint_intact(tmp_path, monke
     first = folder.save(_state(1), 1)
 
     def torn_save(obj, f, *args, **kwargs):
-        f.write(b"PK\x03\x04 half a zip")  # the process dies in the middle of writing
+        Path(f).write_bytes(b"PK\x03\x04 half a zip")  # the process dies in the middle of writing
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ckpt.torch, "save", torn_save)

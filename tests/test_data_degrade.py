@@ -46,8 +46,38 @@ def test_haze_scattering_model():
 
 
 def test_reside_ranges():
-    assert D.HAZE_ITS == {"beta": (0.6, 1.8), "airlight": (0.7, 1.0)}
-    assert D.HAZE_OTS == {"beta": (0.04, 0.2), "airlight": (0.8, 1.0)}
+    assert D.HAZE_ITS == {"beta": (0.6, 1.8), "airlight": (0.7, 1.0), "depth_scale": 1.0}
+    assert D.HAZE_OTS == {"beta": (0.04, 0.2), "airlight": (0.8, 1.0), "depth_scale": 12.5}
+
+
+def _proxy_transmission(preset: dict, images: int = 200) -> tuple[list[float], list[float]]:
+    """Per image: mean transmission on the depth proxy, and that of the farthest (top) row (A = 1, J = 0)."""
+    deg = D.build_degradation([{**preset, "type": "haze", "airlight": 1.0}])
+    means, far = [], []
+    for i in range(images):
+        t = 1 - deg(torch.zeros(3, 64, 8), generator=torch.Generator().manual_seed(i))
+        means.append(float(t.mean()))
+        far.append(float(t[:, 0].mean()))
+    return means, far
+
+
+def test_ots_preset_makes_visible_haze_on_relative_depth():
+    # docs/data.md: on the proxy, OTS gives a mean transmission of about 0.54 (0.37..0.79 per image), ITS 0.59;
+    # before depth_scale OTS stayed at t >= 0.82 even on the farthest row.
+    means, far = _proxy_transmission(D.HAZE_OTS)
+    assert 0.45 < sum(means) / len(means) < 0.65
+    assert min(means) < 0.45 and max(means) > 0.7 and min(far) < 0.1
+    its_means, _ = _proxy_transmission(D.HAZE_ITS)
+    assert abs(sum(its_means) / len(its_means) - sum(means) / len(means)) < 0.1
+
+
+def test_haze_step_scales_the_given_depth_not_the_formula():
+    x = img(16, 16)
+    depth = torch.rand(1, 16, 16)
+    step = D.build_degradation([{"type": "haze", "beta": 0.1, "airlight": 0.9, "depth_scale": 12.5}])
+    assert torch.allclose(step(x, depth=depth), D.haze(x, 0.1, 0.9, depth * 12.5))
+    with pytest.raises(SpnirError, match="depth_scale must be > 0"):
+        D.build_degradation([{"type": "haze", "depth_scale": 0}])(x)
 
 
 def test_noise_std_matches_sigma_and_is_seeded():

@@ -40,8 +40,11 @@ from spnir.imresize import imresize
 
 # RESIDE's synthesis ranges (Li et al., "Benchmarking Single-Image Dehazing and Beyond", TIP 2019):
 # indoor training set ITS: beta in [0.6, 1.8], A in [0.7, 1.0]; outdoor OTS: beta in [0.04, 0.2], A in [0.8, 1.0].
-HAZE_ITS = {"beta": (0.6, 1.8), "airlight": (0.7, 1.0)}
-HAZE_OTS = {"beta": (0.04, 0.2), "airlight": (0.8, 1.0)}
+# RESIDE applied them to depth in different units (OTS: monocular depth estimates in metres); spnir's depth is
+# relative ([0, 1], farthest = 1), so each preset carries ``depth_scale``, the depth its farthest point stands for
+# in the preset's units (docs/data.md gives the sources and the resulting transmission).
+HAZE_ITS = {"beta": (0.6, 1.8), "airlight": (0.7, 1.0), "depth_scale": 1.0}
+HAZE_OTS = {"beta": (0.04, 0.2), "airlight": (0.8, 1.0), "depth_scale": 12.5}
 
 
 def _check_image(img: torch.Tensor, name: str) -> None:
@@ -98,8 +101,9 @@ def haze(
 
     ``depth`` is ``(H, W)`` or ``(1, H, W)`` in relative units (spnir's depth maps are scaled to ``[0, 1]``,
     farthest = 1: :func:`spnir.data.builtin.depth`); without it :func:`depth_proxy` is used. ``airlight`` is
-    one value or one per channel. RESIDE's ranges: :data:`HAZE_ITS`, :data:`HAZE_OTS`. ``beta = 0`` returns
-    the image unchanged.
+    one value or one per channel. RESIDE's ranges: :data:`HAZE_ITS`, :data:`HAZE_OTS`, whose ``depth_scale``
+    the ``haze`` pipeline step multiplies the relative depth by (this function applies ``depth`` as given).
+    ``beta = 0`` returns the image unchanged.
     """
     _check_image(img, "haze")
     c, h, w = img.shape
@@ -113,6 +117,15 @@ def haze(
         raise SpnirError(f"haze: airlight needs 1 or {c} values, got {a.numel()}")
     t = torch.exp(-beta * d)
     return img * t + a * (1 - t)
+
+
+def _haze_step(img: torch.Tensor, beta: float, airlight: float | Sequence[float], depth_scale: float,
+               depth: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``haze`` pipeline step: :func:`haze` on relative depth (or the proxy) multiplied by ``depth_scale``."""
+    if depth_scale <= 0:
+        raise SpnirError(f"haze: depth_scale must be > 0, got {depth_scale}")
+    d = depth_proxy(*img.shape[-2:]) if depth is None else depth
+    return haze(img, beta, airlight, d * depth_scale)
 
 
 def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
@@ -256,8 +269,8 @@ class _StepType:
 STEP_TYPES: dict[str, _StepType] = {
     "bicubic": _StepType(lambda img, scale, quantize: bicubic(img, scale, quantize_output=quantize),
                          {"scale": 4, "quantize": True}),
-    "haze": _StepType(haze, {"beta": list(HAZE_ITS["beta"]), "airlight": list(HAZE_ITS["airlight"])},
-                      wants_depth=True),
+    "haze": _StepType(_haze_step, {"beta": list(HAZE_ITS["beta"]), "airlight": list(HAZE_ITS["airlight"]),
+                                   "depth_scale": HAZE_ITS["depth_scale"]}, wants_depth=True),
     "rain": _StepType(rain, {"density": 0.01, "angle": 0.0, "length": 15, "intensity": 0.6}, random=True),
     "blur": _StepType(_blur_step, {"kernel": "gaussian", "sigma": 1.0, "length": 9, "angle": 0.0}),
     "noise": _StepType(noise, {"sigma": 25.0, "clip": False}, random=True),
@@ -268,7 +281,8 @@ _INT_PARAMS = {"quality", "length", "scale"}
 
 PRESETS: dict[str, list[dict]] = {
     "sr": [{"type": "bicubic", "scale": 4}],
-    "dehaze": [{"type": "haze", **{k: list(v) for k, v in HAZE_ITS.items()}}, {"type": "quantize"}],
+    "dehaze": [{"type": "haze", **{k: list(v) if isinstance(v, tuple) else v for k, v in HAZE_ITS.items()}},
+               {"type": "quantize"}],
     "derain": [{"type": "rain", "density": [0.004, 0.02], "angle": [-20, 20], "length": [10, 30],
                 "intensity": [0.4, 0.9]}, {"type": "quantize"}],
     "deblur": [{"type": "blur", "kernel": "motion", "length": [5, 21], "angle": [0, 180]}, {"type": "quantize"}],

@@ -19,8 +19,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/spnir demo
 
+# Long (an hour or more on 2 CPU cores); bench/README.md holds the measured tables and the commands.
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/spn_step.py
+	$(PY) bench/restore_speed.py
+	$(PY) bench/bench_eval.py
+	$(PY) bench/bench_data.py
 
 clean-venv:
 	rm -rf $(VENV)

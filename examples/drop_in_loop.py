@@ -48,8 +48,7 @@ def main() -> None:
     try:
         spn = SPN(model, weight=0.001, periods=(20,), decays=(0.5,), vgg_weights=args.vgg_weights)  # SPN
     except SpnirError as exc:
-        print(f"{exc}\n-> this example continues with --vgg-weights random, stated below.")
-        spn = SPN(model, weight=0.001, periods=(20,), decays=(0.5,), vgg_weights="random")  # SPN
+        raise SystemExit(f"{exc}\n(this example: --vgg-weights random)")
     print(f"SPN feature space: {spn.feature_space}")
     print(f"training a {sum(p.numel() for p in model.parameters())}-parameter denoiser on {len(gt_all)} "
           f"real 64x64 patches, sigma {args.sigma:g}, for {args.seconds:g} s")

@@ -27,6 +27,7 @@ import os
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from spnir.errors import SpnirError
@@ -200,9 +201,10 @@ class NegativeLoss(nn.Module):
         count = len(others)
         distances = {}
         for name in self.layer_weights:
-            fo = feats_out[name]
-            fn = feats_other[name].reshape(count, *fo.shape)
-            distances[name] = (fo.unsqueeze(0) - fn).abs().flatten(1).float().mean(dim=1)
+            fo = feats_out[name].float()
+            fn = feats_other[name].float().reshape(count, *fo.shape)
+            # one fused L1 per negative: no (N, B, C, H, W) difference kept for backward
+            distances[name] = torch.stack([F.l1_loss(fo, fn[j]) for j in range(count)])
         return distances
 
     def distances(self, out: torch.Tensor, negatives: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -343,11 +343,12 @@ def plot_curves(study: Study, out: Path, path: Path) -> list[str]:
         return []
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
     for ax, (set_name, per_setting) in zip(axes[0], curves.items()):
-        for setting, runs in per_setting.items():
+        for index, (setting, runs) in enumerate(per_setting.items()):
             length = min(len(r) for r in runs)
             its = [r[i][0] for i in range(length) for r in runs[:1]]
             values = [sum(r[i][1] for r in runs) / len(runs) for i in range(length)]
-            ax.plot(its, values, marker="o", markersize=3, label=f"{setting} ({len(runs)} seeds)")
+            ax.plot(its, values, marker="osd^vx"[index % 6], markersize=4, linestyle=("-", "--", "-.", ":")[index % 4],
+                    label=f"{setting} ({len(runs)} seeds)")
         ax.set_title(f"{set_name}: validation PSNR (mean over seeds)")
         ax.set_xlabel("iteration")
         ax.set_ylabel("PSNR (dB)")

@@ -1,7 +1,7 @@
 """The ``spnir`` command: one sub-command per module under :mod:`spnir.commands`.
 
-Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
-A module is imported only when its command runs, so ``spnir --help`` stays fast.
+Each command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; its one-line help lives in
+:data:`COMMANDS`, so a module is imported only when its command runs and ``spnir --help`` stays fast.
 """
 from __future__ import annotations
 

@@ -24,8 +24,6 @@ from spnir.evaluation import TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set
 from spnir.imresize import imresize
 from spnir.metrics import CONVENTIONS, MetricSettings
 
-HELP = "PSNR/SSIM of a method on benchmark sets (paper-like table, JSON)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="'bicubic' (default without --checkpoint) or a preset name; omit it "

@@ -8,8 +8,6 @@ from tqdm import tqdm
 
 from spnir.errors import SpnirError
 
-HELP = "restore images or folders with a model preset and a checkpoint (tiled, optional x8 self-ensemble)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")

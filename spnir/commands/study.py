@@ -5,8 +5,6 @@ import argparse
 import shlex
 import sys
 
-HELP = "train one network under several loss settings and seeds, compare them (report with paired tests)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--study", required=True, help="study file (YAML): config, settings, seeds, eval sets")

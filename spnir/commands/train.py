@@ -8,8 +8,6 @@ import argparse
 import os
 from pathlib import Path
 
-HELP = "train a network from a config (SPN on/off), resumable, single process or torchrun/DDP"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="YAML config: spnir format or a BasicSR option file")

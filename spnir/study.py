@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 import torch
 import yaml
 
+from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
 from spnir.metrics import MetricSettings
 
@@ -160,9 +161,8 @@ def evaluate_run(study: Study, config: dict[str, Any], folder: Path) -> dict[str
             ssims.append(float(s[0]))
         sets[name] = {"images": images, "psnr": psnrs, "ssim": ssims}
     result = {"metrics": settings.describe(), "sets": sets}
-    tmp = folder / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(folder / "metrics.json")
+    with atomic_path(folder / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
     return result
 
 

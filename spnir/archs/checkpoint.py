@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from spnir.archs.registry import StateDict, checkpoint_filter, create_model, get_preset, list_models
+from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
 
 FORMAT = "spnir-model"
@@ -297,18 +298,16 @@ def save_model_checkpoint(
     preset = _plain(record, "preset overrides")
     meta = _plain(dict(meta or {}), "checkpoint meta")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if path.suffix.lower() == SAFETENSORS_SUFFIX:
-        from safetensors.torch import save_file
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == SAFETENSORS_SUFFIX:
+            from safetensors.torch import save_file
 
-        metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "preset": json.dumps(preset),
-                    "meta": json.dumps(meta)}
-        save_file(state, str(tmp), metadata=metadata)
-    else:
-        torch.save({"format": FORMAT, "version": FORMAT_VERSION, "preset": preset, "params": state, "meta": meta},
-                   tmp)
-    os.replace(tmp, path)
+            metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "preset": json.dumps(preset),
+                        "meta": json.dumps(meta)}
+            save_file(state, str(tmp), metadata=metadata)
+        else:
+            torch.save({"format": FORMAT, "version": FORMAT_VERSION, "preset": preset, "params": state,
+                        "meta": meta}, tmp)
     return path
 
 

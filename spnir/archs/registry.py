@@ -7,6 +7,7 @@ checkpoint filter (official format -> our state_dict keys) beside its model code
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -109,5 +110,5 @@ def create_model(name: str, scale: int | None = None, **overrides: Any) -> nn.Mo
 
 
 def _import_families() -> None:
-    # Families register themselves on import; the list is explicit, not discovered by file name.
-    from spnir.archs import FAMILY_MODULES  # noqa: F401  (importing spnir.archs imports them all)
+    """Families register themselves on import; ``spnir.archs`` imports its explicit list of them."""
+    importlib.import_module("spnir.archs")

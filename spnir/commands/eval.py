@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from spnir.device import pick_device
+from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
 from spnir.evaluation import TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set, format_table, results_json
 from spnir.imresize import imresize
@@ -124,7 +124,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")

@@ -78,7 +78,21 @@ def test_patch_dataset_over_paired_folder(sr_folder):
     ds.epoch = 1
     assert torch.equal(ds[5]["gt"], ds[(1, 5)]["gt"])
     cached = PatchDataset(sr_folder, patch_size=16, enlarge_ratio=4, base_seed=3, cache=True)
-    assert torch.equal(cached[(0, 5)]["gt"], item["gt"])
+    for index in range(len(ds)):
+        for key in ("lq", "gt"):
+            assert torch.equal(cached[(0, index)][key], ds[(0, index)][key])
+    assert cached[(0, 5)]["gt"].dtype == torch.float32
+    assert all(entry["gt"].dtype == torch.uint8 for entry in cached._cache)  # 8-bit files: a quarter of the memory
+
+
+def test_cache_keeps_images_off_the_8bit_grid_as_float():
+    off_grid = torch.rand(3, 20, 20)
+    clean = CleanImages(images=[off_grid], names=["x"])
+    ds = PatchDataset(clean, patch_size=8, degradation=build_degradation([{"type": "noise", "sigma": 5}]),
+                      cache=True)
+    assert ds._cache[0]["gt"].dtype == torch.float32
+    plain = PatchDataset(clean, patch_size=8, degradation=build_degradation([{"type": "noise", "sigma": 5}]))
+    assert torch.equal(ds[(0, 0)]["gt"], plain[(0, 0)]["gt"]) and torch.equal(ds[(0, 0)]["lq"], plain[(0, 0)]["lq"])
 
 
 def test_epoch_sampler_order_and_resume():

@@ -190,6 +190,23 @@ class EpochSampler(Sampler):
         return self.length - self.skip
 
 
+def _compact(item: dict) -> dict:
+    """An item with its images stored as uint8 where that is exact (8-bit files), else unchanged."""
+    out = dict(item)
+    for key in ("lq", "gt"):
+        image = item.get(key)
+        if image is not None and image.is_floating_point():
+            levels = image.mul(255.0).round_()
+            if torch.equal(levels.div(255.0), image):
+                out[key] = levels.to(torch.uint8)
+    return out
+
+
+def _as_float(image: torch.Tensor) -> torch.Tensor:
+    """A cached uint8 patch back to float32 in [0, 1] (float input unchanged)."""
+    return image.float().div_(255.0) if image.dtype == torch.uint8 else image
+
+
 class PatchDataset(Dataset):
     """Random training patches from a paired source, or from clean images plus a degradation pipeline.
 
@@ -197,7 +214,8 @@ class PatchDataset(Dataset):
     ``patch_size / scale``. ``scale`` defaults to the source's (:class:`PairedFolder`) or the degradation's
     (its ``bicubic`` steps). ``enlarge_ratio`` repeats the set so an epoch holds more patches than images.
     ``cache=True`` decodes every source image once, at construction, in this process (forked DataLoader
-    workers then share the memory). An image smaller than the patch is reported here, naming the file.
+    workers then share the memory); images on the 8-bit grid are kept as uint8 (a quarter of float32: DIV2K's
+    800 HR images take about 7 GB instead of 27). An image smaller than the patch is reported here, naming the file.
     Items: ``{"lq", "gt", "lq_path", "gt_path"}`` (for clean sources ``lq_path`` equals ``gt_path``).
     """
 
@@ -221,7 +239,7 @@ class PatchDataset(Dataset):
         self.flips = {"hflip": hflip, "vflip": vflip, "rot90": rot90}
         self.wants_depth = not self.paired and any(s.type.wants_depth for s in degradation.steps)
         self.epoch = 0
-        self._cache: list[dict] | None = [source[i] for i in range(len(source))] if cache else None
+        self._cache: list[dict] | None = [_compact(source[i]) for i in range(len(source))] if cache else None
         self._check_sizes()
         if not self.paired:
             self._check_pipeline()
@@ -266,7 +284,7 @@ class PatchDataset(Dataset):
         if self.paired:
             lq, gt = paired_random_crop(item["lq"], item["gt"], self.patch_size, self.scale, g, name=item["lq_path"])
             lq, gt = augment([lq, gt], g, **self.flips)
-            return {"lq": lq, "gt": gt, "lq_path": item["lq_path"], "gt_path": item["gt_path"]}
+            return {"lq": _as_float(lq), "gt": _as_float(gt), "lq_path": item["lq_path"], "gt_path": item["gt_path"]}
         full = item["gt"]
         h, w = full.shape[-2:]
         if h < self.patch_size or w < self.patch_size:
@@ -278,7 +296,7 @@ class PatchDataset(Dataset):
             depth_map = item["depth"] if "depth" in item else depth_proxy(h, 1).expand(1, h, w)
             tensors.append(depth_map[box])
         tensors = augment(tensors, g, **self.flips)
-        gt, depth = tensors[0], (tensors[1] if self.wants_depth else None)
+        gt, depth = _as_float(tensors[0]), (tensors[1] if self.wants_depth else None)
         lq = self.degradation(gt, g, depth=depth)
         return {"lq": lq, "gt": gt, "lq_path": item["gt_path"], "gt_path": item["gt_path"]}
 

@@ -37,7 +37,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "ema": {"decay": 0.99},
     "optim": {"type": "Adam", "lr": 1.0e-3, "betas": [0.9, 0.99]},
     "scheduler": {"type": "cosine", "eta_min": 1.0e-5},
-    "train": {"total_iter": 300},
+    "train": {"total_iter": 400},
     "val": {"every": 50, "crop_border": SCALE, "y_channel": True},
     "checkpoint": {"every": 100, "keep": 1},
     "log": {"every": 25, "tensorboard": False},

@@ -46,7 +46,7 @@ RATIO_EPS = 1e-7
 
 
 def make_features(features: str | nn.Module | FeatureFn, layer_names: Sequence[str],
-                  vgg_weights: str | os.PathLike = "imagenet"):
+                  vgg_weights: str | os.PathLike = "imagenet") -> nn.Module | FeatureFn:
     """``"vgg16"``/``"vgg19"`` -> a frozen :class:`VGGFeatures` computing ``layer_names``; a module or callable
     is checked (a ``VGGFeatures`` must compute every named layer) and frozen if it is a module."""
     if isinstance(features, str):

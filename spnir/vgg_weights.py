@@ -60,6 +60,7 @@ def resolve_vgg_weights(kind: str, weights: str | os.PathLike | None = "imagenet
 
 
 def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -68,6 +69,7 @@ def sha256_of(path: Path) -> str:
 
 
 def expected_hash_prefix(kind: str) -> str:
+    """The sha256 prefix torchvision's file name carries (``397923af`` for vgg16)."""
     return TORCHVISION_FILES[_check_kind(kind)].rsplit("-", 1)[1].split(".")[0]
 
 

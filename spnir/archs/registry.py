@@ -73,6 +73,7 @@ def register_checkpoint_filter(family: str) -> Callable[[CheckpointFilter], Chec
 
 
 def checkpoint_filter(family: str) -> CheckpointFilter | None:
+    """The registered checkpoint filter of ``family``, if it has one."""
     return _FILTERS.get(family)
 
 

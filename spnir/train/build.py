@@ -76,6 +76,7 @@ def _source(entry: Config, scale: int, where: str) -> tuple[Dataset, Any]:
 
 
 def build_train_data(config: Config) -> PatchDataset:
+    """The training patches of ``data.train``: a paired folder, or clean images plus their degradation."""
     entry = config["data"]["train"]
     scale = config["model"]["scale"] or 1
     source, degradation = _source(entry, scale, "data.train")
@@ -85,6 +86,7 @@ def build_train_data(config: Config) -> PatchDataset:
 
 
 def build_val_sets(config: Config) -> list[ValidationSet]:
+    """Each ``data.val`` entry as whole LQ/GT image pairs (degraded once, with a fixed seed, if synthetic)."""
     scale = config["model"]["scale"] or 1
     sets = []
     for i, entry in enumerate(config["data"]["val"]):
@@ -97,6 +99,7 @@ def build_val_sets(config: Config) -> list[ValidationSet]:
 
 
 def build_spn(config: Config, model: nn.Module, device: torch.device) -> SPN | None:
+    """The negative term of the ``spn`` section (SPN, or a NegativeLoss of another source); None when off."""
     cfg = config["spn"]
     if not cfg["enabled"]:
         return None

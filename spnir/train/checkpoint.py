@@ -46,10 +46,12 @@ class CheckpointDir:
         return sorted(found)
 
     def newest(self) -> Path | None:
+        """The checkpoint of the highest iteration, or None."""
         entries = self.list()
         return entries[-1][1] if entries else None
 
     def save(self, state: dict[str, Any], iteration: int) -> Path:
+        """Write ``state`` atomically as iteration ``iteration``, then drop all but the newest ``keep``."""
         path = self.path_for(iteration)
         save_atomic(state, path)
         for _, old in self.list()[:-self.keep]:
@@ -86,6 +88,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured (Python, numpy, torch and, where present, CUDA)."""
     random.setstate(_as_tuples(state["python"]))
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))

@@ -223,6 +223,7 @@ class Trainer:
         return dict(zip(terms, numbers[:-1])), numbers[-1] > 0
 
     def validate(self) -> dict[str, dict[str, float]]:
+        """Evaluate (rank 0) the EMA model, or the model, on the validation sets; log and return the means."""
         p = self.parts
         if p.validator is None or not self.ctx.is_main:
             return {}
@@ -246,6 +247,8 @@ class Trainer:
         return values, grad_norm, stop_now
 
     def fit(self) -> FitResult:
+        """Train from the current iteration to ``total_iter``, validating, logging and checkpointing on the
+        schedule; a SIGINT/SIGTERM ends it early with a resumable checkpoint."""
         p, sched = self.parts, self.schedule
         last_ckpt = self.checkpoints.newest() if self.ctx.is_main else None
         p.forward.train()

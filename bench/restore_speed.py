@@ -25,32 +25,44 @@ SR_SCALE = 4
 PHOTO = (3000, 4000)  # H, W
 
 
-def build(name: str) -> tuple[torch.nn.Module, int]:
+def build(name: str, device: torch.device) -> tuple[torch.nn.Module, int]:
     preset = get_preset(name)
     scale = SR_SCALE if preset.scales else None
     torch.manual_seed(0)
-    return create_model(name, scale=scale).eval(), scale or 1
+    return create_model(name, scale=scale).eval().to(device), scale or 1
 
 
-def throughput(name: str, reps: int) -> tuple[float, int]:
-    model, scale = build(name)
-    lq = torch.rand(1, 3, 512 // scale, 512 // scale)
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(name: str, reps: int, device: torch.device) -> tuple[float, int]:
+    model, scale = build(name, device)
+    lq = torch.rand(1, 3, 512 // scale, 512 // scale, device=device)
     restore_image(model, lq, scale)
     times = []
     for _ in range(reps):
+        synchronize(device)
         start = time.perf_counter()
         restore_image(model, lq, scale)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), scale
 
 
-def peak_memory_child(name: str, tile: int, overlap: int) -> None:
-    model, scale = build(name)
-    lq = torch.rand(1, 3, PHOTO[0] // scale, PHOTO[1] // scale)
+def peak_memory_child(name: str, tile: int, overlap: int, device: torch.device) -> None:
+    """Prints output shape, seconds and peak memory in MiB (process RSS on CPU, allocated memory on GPU)."""
+    model, scale = build(name, device)
+    lq = torch.rand(1, 3, PHOTO[0] // scale, PHOTO[1] // scale, device=device)
     start = time.perf_counter()
     out = restore_image(model, lq, scale, tile=tile, tile_overlap=overlap)
+    synchronize(device)
     seconds = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        peak_mib = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{tuple(out.shape)} {seconds:.1f} {peak_mib:.0f}")
 
 
@@ -62,27 +74,32 @@ def main() -> None:
     parser.add_argument("--peak-memory", metavar="PRESET", help="measure tiled restore of a 4000x3000 image")
     parser.add_argument("--tile", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--overlap", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     if args.child:
-        peak_memory_child(args.peak_memory, args.tile[0], args.overlap)
+        peak_memory_child(args.peak_memory, args.tile[0], args.overlap, device)
         return
-    print(f"# restore benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, random weights")
+    print(f"# restore benchmark on {args.device}: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          "fp32, random weights")
     if args.peak_memory:
-        print("| preset | input | tile/overlap | output | seconds | peak RSS MiB |\n|---|---|---|---|---|---|")
+        memory = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB"
+        print(f"| preset | input | tile/overlap | output | seconds | {memory} |\n|---|---|---|---|---|---|")
         for tile in args.tile:
             cmd = [sys.executable, __file__, "--child", "--peak-memory", args.peak_memory, "--tile", str(tile),
-                   "--overlap", str(args.overlap)] + (["--threads", str(args.threads)] if args.threads else [])
+                   "--overlap", str(args.overlap), "--device", args.device]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
             shape, seconds, peak = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.rsplit(" ", 2)
-            scale = build(args.peak_memory)[1]
+            scale = SR_SCALE if get_preset(args.peak_memory).scales else 1
             print(f"| {args.peak_memory} | {PHOTO[1] // scale}x{PHOTO[0] // scale} | {tile}/{args.overlap} | "
                   f"{shape} | {seconds} | {peak.strip()} |", flush=True)
         return
     print("| preset | input | output | seconds/image | megapixels out/s |\n|---|---|---|---|---|")
     for name in args.presets.split(","):
-        seconds, scale = throughput(name, args.reps)
+        seconds, scale = throughput(name, args.reps, device)
         print(f"| {name} | {512 // scale}x{512 // scale} | 512x512 | {seconds:.3f} | {0.262144 / seconds:.3f} |",
               flush=True)
 

@@ -1,6 +1,7 @@
 """SPN step cost: plain L1 step vs the official recipe (bench/reference_spn.py) vs spnir's SPN object.
 
     .venv/bin/python bench/spn_step.py [--configs edsr-baseline,...] [--negatives 1,2,4] [--reps 5] [--quick]
+    .venv/bin/python bench/spn_step.py --device cuda --gpu-variants   # adds bf16 autocast and torch.compile
 
 In one process, interleaved, medians over repeated steps. Before timing, each configuration checks that the
 reference and spnir steps give the same loss on the same batch and weights (to 1e-5), so speed is never
@@ -46,6 +47,7 @@ CONFIGS = {
     "swinir-light": Config("swinir-light", 4, 16, 64),
     "ffanet": Config("ffanet", None, 4, 128),
     "nafnet-width32": Config("nafnet-width32", None, 4, 256),
+    "smoke": Config("edsr-baseline", 2, 2, 16),  # checks the script itself in seconds
 }
 
 
@@ -76,29 +78,32 @@ class PlainStep:
         loss = F.l1_loss(self.model(lq), gt)
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 class SpnirStep:
     """The drop-in loop of the README with spnir's SPN and ModelEMA."""
 
-    def __init__(self, model, negatives, vgg, periods, decays, feature_dtype=None):
+    def __init__(self, model, negatives, vgg, periods, decays, feature_dtype=None, autocast=None, compile=False):
         self.model, self.opt = model, torch.optim.Adam(model.parameters(), lr=1e-4)
-        self.spn = SPN(model, weight=1.0, layer_weights=LAYER_WEIGHTS, features=vgg,
+        self.spn = SPN(model, weight=1.0, layer_weights=LAYER_WEIGHTS, features=torch.compile(vgg) if compile else vgg,
                        periods=periods, decays=decays, feature_dtype=feature_dtype)
         for mine, given in zip(self.spn.negatives.models, negatives):
             mine.load_state_dict(given.state_dict())
         self.ema = ModelEMA(model, 0.999)
+        self.forward = torch.compile(model) if compile else model
+        self.autocast = autocast
 
     def __call__(self, lq, gt):
         self.opt.zero_grad()
-        out = self.model(lq)
-        loss = F.l1_loss(out, gt) + self.spn(lq, out)
+        with torch.autocast(lq.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            out = self.forward(lq)
+            loss = F.l1_loss(out.float(), gt) + self.spn(lq, out)
         loss.backward()
         self.opt.step()
         self.ema.update()
         self.spn.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 class TrainerStep:
@@ -119,8 +124,8 @@ class TrainerStep:
         return sum(values.values())
 
 
-def make_steps(cfg: Config, n_neg: int, vgg: VGGFeatures):
-    base = build(cfg)
+def make_steps(cfg: Config, n_neg: int, vgg: VGGFeatures, device: torch.device, gpu_variants: bool):
+    base = build(cfg).to(device)
     negatives = perturbed_copies(base, n_neg)
     periods, decays = PERIODS[:n_neg], (0.999,) * n_neg
     ref_model = copy.deepcopy(base)
@@ -130,80 +135,108 @@ def make_steps(cfg: Config, n_neg: int, vgg: VGGFeatures):
     spnir = SpnirStep(copy.deepcopy(base), negatives, vgg, periods, decays)
     trainer = TrainerStep(SpnirStep(copy.deepcopy(base), negatives, vgg, periods, decays), tempfile.mkdtemp())
     bf16 = SpnirStep(copy.deepcopy(base), negatives, vgg, periods, decays, feature_dtype=torch.bfloat16)
-    return {"plain": PlainStep(copy.deepcopy(base)), "reference": reference, "spnir SPN": spnir,
-            "spnir train": trainer, "spnir SPN bf16-VGG": bf16}
+    steps = {"plain": PlainStep(copy.deepcopy(base)), "reference": reference, "spnir SPN": spnir,
+             "spnir train": trainer, "spnir SPN bf16-VGG": bf16}
+    if gpu_variants:
+        steps["spnir bf16 autocast"] = SpnirStep(copy.deepcopy(base), negatives, vgg, periods, decays,
+                                                 autocast=torch.bfloat16)
+        steps["spnir bf16+compile"] = SpnirStep(copy.deepcopy(base), negatives, vgg, periods, decays,
+                                                autocast=torch.bfloat16, compile=True)
+    return steps
 
 
-def batch(cfg: Config, seed: int):
+def batch(cfg: Config, seed: int, device: torch.device):
     g = torch.Generator().manual_seed(seed)
     scale = cfg.scale or 1
     gt = torch.rand(cfg.batch, 3, cfg.patch * scale, cfg.patch * scale, generator=g)
     lq = torch.rand(cfg.batch, 3, cfg.patch, cfg.patch, generator=g)
-    return lq, gt
+    return lq.to(device), gt.to(device)
 
 
-def time_ema(model: torch.nn.Module) -> tuple[float, float]:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ema(model: torch.nn.Module, device: torch.device) -> tuple[float, float]:
     """Seconds for one EMA update: Python loop over named_parameters vs spnir's fused update."""
     avg = copy.deepcopy(model)
     ema = ModelEMA(model, 0.999)
-    loops, fused = [], []
+    times: dict[str, list[float]] = {"loop": [], "fused": []}
     for _ in range(20):
-        t = time.perf_counter(); loop_ema(model, avg, 0.999); loops.append(time.perf_counter() - t)
-        t = time.perf_counter(); ema.update(); fused.append(time.perf_counter() - t)
-    return statistics.median(loops), statistics.median(fused)
+        for key, update in (("loop", lambda: loop_ema(model, avg, 0.999)), ("fused", ema.update)):
+            synchronize(device)
+            t = time.perf_counter()
+            update()
+            synchronize(device)
+            times[key].append(time.perf_counter() - t)
+    return statistics.median(times["loop"]), statistics.median(times["fused"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "smoke"))
     parser.add_argument("--negatives", default="1,2,4")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="quarter batch, for a fast look")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--gpu-variants", action="store_true",
+                        help="also time spnir under bf16 autocast, and bf16 autocast + torch.compile")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"# SPN step benchmark: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, fp32, reps {args.reps}{', quick' if args.quick else ''}")
-    vgg = VGGFeatures("vgg16", list(LAYER_WEIGHTS), weights="random")
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    print(f"# SPN step benchmark: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"reps {args.reps}{', quick' if args.quick else ''}; fp32 unless the column says otherwise")
+    vgg = VGGFeatures("vgg16", list(LAYER_WEIGHTS), weights="random").to(device)
     rows = []
     for name in args.configs.split(","):
         cfg = CONFIGS[name]
         if args.quick:
             cfg = Config(cfg.preset, cfg.scale, max(1, cfg.batch // 4), cfg.patch)
         for n_neg in (int(n) for n in args.negatives.split(",")):
-            steps = make_steps(cfg, n_neg, vgg)
-            lq, gt = batch(cfg, 0)
-            ref_loss, spnir_loss = steps["reference"](lq, gt), steps["spnir SPN"](lq, gt)
-            train_loss = steps["spnir train"](lq, gt)
-            for what, loss in (("SPN", spnir_loss), ("train loop", train_loss)):
-                assert abs(ref_loss - loss) < 1e-5, f"{name} N={n_neg}: reference loss {ref_loss} vs {what} {loss}"
-            bf16_diff = abs(steps["spnir SPN bf16-VGG"](lq, gt) - ref_loss) / abs(ref_loss)
+            steps = make_steps(cfg, n_neg, vgg, device, args.gpu_variants)
+            lq, gt = batch(cfg, 0, device)
+            losses = {k: step(lq, gt) for k, step in steps.items() if k != "plain"}  # also the warm-up
+            ref_loss = losses.pop("reference")
+            for what in ("spnir SPN", "spnir train"):
+                assert abs(ref_loss - losses[what]) < 1e-5, (
+                    f"{name} N={n_neg}: reference loss {ref_loss} vs {what} {losses[what]}")
+            rel_diff = {k: abs(v - ref_loss) / abs(ref_loss) for k, v in losses.items()}
+            steps["plain"](lq, gt)
             times = {k: [] for k in steps}
             for rep in range(args.reps):
-                lq, gt = batch(cfg, rep + 1)
+                lq, gt = batch(cfg, rep + 1, device)
                 for key, step in steps.items():
+                    synchronize(device)
                     t = time.perf_counter()
                     step(lq, gt)
+                    synchronize(device)
                     times[key].append(time.perf_counter() - t)
             med = {k: statistics.median(v) for k, v in times.items()}
-            loop_s, fused_s = time_ema(steps["plain"].model)
-            rows.append((name, cfg, n_neg, med, abs(ref_loss - spnir_loss), bf16_diff, loop_s, fused_s))
+            loop_s, fused_s = time_ema(steps["plain"].model, device)
+            rows.append((name, cfg, n_neg, med, rel_diff, loop_s, fused_s))
             print(f"{name} b{cfg.batch} p{cfg.patch} N={n_neg}: "
                   + ", ".join(f"{k} {v:.3f}s" for k, v in med.items()), flush=True)
+    variants = [k for k in rows[0][3] if k not in ("plain", "reference")]
     print()
-    print("| model | batch/patch | N | plain s | reference s | spnir SPN s | spnir train s | SPN bf16-VGG s "
-          "| ref/plain | ref/SPN | ref/train | ref/bf16-VGG | loss diff fp32 | bf16 rel. diff |")
-    print("|" + "---|" * 15)
-    for name, cfg, n_neg, med, diff, bf16_diff, _, _ in rows:
-        p, r, s, t, b = (med[k] for k in ("plain", "reference", "spnir SPN", "spnir train", "spnir SPN bf16-VGG"))
-        print(f"| {name} | {cfg.batch}/{cfg.patch} | {n_neg} | {p:.3f} | {r:.3f} | {s:.3f} | {t:.3f} | {b:.3f} | "
-              f"{r / p:.2f} | {r / s:.2f} | {r / t:.2f} | {r / b:.2f} | {diff:.1e} | {bf16_diff:.1e} |")
+    print("| model | batch/patch | N | plain s | reference s | " + " | ".join(f"{v} s" for v in variants)
+          + " | ref/plain | " + " | ".join(f"ref/{v}" for v in variants)
+          + " | " + " | ".join(f"loss rel. diff {v}" for v in variants) + " |")
+    print("|" + "---|" * (5 + 3 * len(variants) + 1))
+    for name, cfg, n_neg, med, rel_diff, _, _ in rows:
+        r = med["reference"]
+        print(f"| {name} | {cfg.batch}/{cfg.patch} | {n_neg} | {med['plain']:.3f} | {r:.3f} | "
+              + " | ".join(f"{med[v]:.3f}" for v in variants) + f" | {r / med['plain']:.2f} | "
+              + " | ".join(f"{r / med[v]:.2f}" for v in variants) + " | "
+              + " | ".join(f"{rel_diff[v]:.1e}" for v in variants) + " |")
     print("\nCost of N negatives relative to N=1 (step time ratio), and the EMA update:")
     print("| model | N | reference | spnir SPN | EMA loop ms | EMA fused ms | fused EMA % of SPN step |")
     print("|---|---|---|---|---|---|---|")
     first = {}
-    for name, cfg, n_neg, med, _, _, loop_s, fused_s in rows:
+    for name, cfg, n_neg, med, _, loop_s, fused_s in rows:
         first.setdefault(name, med)
         r1, s1 = first[name]["reference"], first[name]["spnir SPN"]
         print(f"| {name} | {n_neg} | {med['reference'] / r1:.2f} | {med['spnir SPN'] / s1:.2f} | {loop_s * 1e3:.2f} | "

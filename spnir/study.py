@@ -402,7 +402,7 @@ def plot_comparison(study: Study, out: Path, results: dict[str, dict[int, dict[s
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
     name = Path(str(item.get("gt_path", "image"))).name
     return f"{set_name} / {name}, crop {size}x{size} at (y={y}, x={x}); PSNR of the crop, RGB"

@@ -8,6 +8,9 @@ With ``adaptive_threshold`` set, one negative (round robin) is also refreshed wi
 every step whose batch residual std ``std(2 * (out - gt))`` (per image, averaged over the batch) exceeds
 the threshold; the official adaptive setting is ``periods=(0,) * N, adaptive_threshold=0.022,
 adaptive_decay=0.001``.
+
+``periods[k]`` goes with ``decays[k]``. (The official code walks ``neg_iter[::-1]`` beside ``neg_decay``, pairing
+the periods with the decays in reverse order; with its equal decays that makes no difference.)
 """
 from __future__ import annotations
 

@@ -265,3 +265,14 @@ def test_basicsr_gradient_clipping_follows_each_codebase(tmp_path):
     options["train"]["use_grad_clip"] = 0.5  # BasicSR-derived code passes a number as the max norm
     path.write_text(yaml.safe_dump(options))
     assert load_config(path)["train"]["grad_clip"] == 0.5
+
+
+def test_basicsr_negatives_with_different_decays_pair_as_the_official_loop(tmp_path):
+    path = tmp_path / "neg.yml"
+    options = yaml.safe_load(OFFICIAL_SPN_FFANET)
+    options["train"]["neg_decay"] = [0.1, 0.2, 0.3, 0.4]
+    path.write_text(yaml.safe_dump(options))
+    notes: list[str] = []
+    spn = load_config(path, notes=notes)["spn"]
+    assert spn["periods"] == [1000, 500, 200, 100] and spn["decays"] == [0.1, 0.2, 0.3, 0.4]
+    assert any("reverse order" in n for n in notes)

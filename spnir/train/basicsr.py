@@ -201,6 +201,11 @@ def _map_train(train: Options, config: Options, notes: list[str], refused: list[
             spn["periods"] = iters if isinstance(iters, list) else [iters]
         if decays is not None:
             spn["decays"] = decays if isinstance(decays, list) else [decays] * len(spn.get("periods", [1]))
+            if len(set(spn["decays"])) > 1 and "periods" in spn:
+                # the official loop refreshes negative k every neg_iter[::-1][k] steps with neg_decay[k]
+                spn["periods"] = list(reversed(spn["periods"]))
+                notes.append("neg_iter paired with neg_decay in reverse order, as the official code does: "
+                             f"periods {spn['periods']} with decays {spn['decays']}")
         if "neg_start" in train:
             spn["init_decay"] = train.pop("neg_start")
         if "neg_t" in train:

@@ -300,7 +300,7 @@ class SPN(NegativeLoss):
     Args:
         model: the network being trained (DDP/compile wrappers are looked through).
         weight, layer_weights, features, vgg_weights, bound, auto_ratio, auto_momentum, form,
-            uncertainty_weight, uncertainty_eps: see :class:`NegativeLoss`.
+            uncertainty_weight, uncertainty_eps, feature_dtype: see :class:`NegativeLoss`.
         periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay: the negatives'
             schedule, see :class:`~spnir.negatives.NegativeBank`.
     """

@@ -106,6 +106,37 @@ class SpnirStep:
         return float(loss.detach())
 
 
+class FloorParts:
+    """The work SPN cannot avoid, timed part by part: the N negatives' forwards without autograd, VGG with
+    autograd on the output plus its backward, VGG without autograd on the N negatives. Added to the plain step,
+    this is the compute floor of an SPN step in a given precision; a step within a few percent of it has no
+    overhead left to remove."""
+
+    def __init__(self, negatives, vgg: VGGFeatures, gt: torch.Tensor):
+        self.negatives, self.vgg = negatives, vgg
+        with torch.no_grad():
+            self.targets = {k: v.clone() for k, v in vgg(gt).items()}
+
+    def negative_forwards(self, lq, gt):
+        with torch.inference_mode():
+            return [net(lq) for net in self.negatives]
+
+    def vgg_output_forward_backward(self, lq, gt):
+        x = gt.clone().requires_grad_(True)
+        feats = self.vgg(x)
+        loss = sum(w * F.l1_loss(feats[k], self.targets[k]) for k, w in LAYER_WEIGHTS.items())
+        loss.backward()
+
+    def vgg_negatives_forward(self, lq, gt):
+        with torch.inference_mode():
+            self.vgg(torch.cat([gt] * len(self.negatives)))
+
+    def steps(self) -> dict:
+        return {"floor: negative forwards": self.negative_forwards,
+                "floor: VGG fwd+bwd on output": self.vgg_output_forward_backward,
+                "floor: VGG fwd on negatives": self.vgg_negatives_forward}
+
+
 class TrainerStep:
     """One iteration of ``spnir train``'s loop (Trainer.train_step) with the same model and SPN."""
 
@@ -181,6 +212,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="quarter batch, for a fast look")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the parts SPN cannot avoid and print each step against their sum")
     parser.add_argument("--gpu-variants", action="store_true",
                         help="also time spnir under bf16 autocast, and bf16 autocast + torch.compile")
     args = parser.parse_args()
@@ -191,7 +224,7 @@ def main() -> None:
     print(f"# SPN step benchmark: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"reps {args.reps}{', quick' if args.quick else ''}; fp32 unless the column says otherwise")
     vgg = VGGFeatures("vgg16", list(LAYER_WEIGHTS), weights="random").to(device)
-    rows = []
+    rows, floors = [], []
     for name in args.configs.split(","):
         cfg = CONFIGS[name]
         if args.quick:
@@ -210,6 +243,11 @@ def main() -> None:
                     f"{name} N={n_neg}: reference loss {ref_loss} vs {what} {losses[what]}")
             rel_diff = {k: abs(v - ref_loss) / abs(ref_loss) for k, v in losses.items()}
             steps["plain"](lq, gt)
+            if args.floor:
+                parts = FloorParts(steps["spnir SPN"].spn.negatives.models, vgg, gt).steps()
+                for part in parts.values():  # warm-up
+                    part(lq, gt)
+                steps.update(parts)
             times = {k: [] for k in steps}
             for rep in range(args.reps):
                 lq, gt = batch(cfg, rep + 1, device)
@@ -220,11 +258,15 @@ def main() -> None:
                     synchronize(device)
                     times[key].append(time.perf_counter() - t)
             med = {k: statistics.median(v) for k, v in times.items()}
+            floor_parts = {k: med.pop(k) for k in (parts if args.floor else {})}
+            if floor_parts:
+                med["floor"] = med["plain"] + sum(floor_parts.values())
             loop_s, fused_s = time_ema(steps["plain"].model, device)
             rows.append((name, cfg, n_neg, med, rel_diff, loop_s, fused_s))
+            floors.append((name, cfg, n_neg, med, floor_parts))
             print(f"{name} b{cfg.batch} p{cfg.patch} N={n_neg}: "
                   + ", ".join(f"{k} {v:.3f}s" for k, v in med.items()), flush=True)
-    variants = [k for k in rows[0][3] if k not in ("plain", "reference")]
+    variants = [k for k in rows[0][3] if k not in ("plain", "reference", "floor")]
     print()
     print("| model | batch/patch | N | plain s | reference s | " + " | ".join(f"{v} s" for v in variants)
           + " | ref/plain | " + " | ".join(f"ref/{v}" for v in variants)
@@ -245,6 +287,23 @@ def main() -> None:
         r1, s1 = first[name]["reference"], first[name]["spnir SPN"]
         print(f"| {name} | {n_neg} | {med['reference'] / r1:.2f} | {med['spnir SPN'] / s1:.2f} | {loop_s * 1e3:.2f} | "
               f"{fused_s * 1e3:.2f} | {100 * fused_s / med['spnir SPN']:.3f} |")
+
+    if args.floor:
+        print_floor(floors, variants)
+
+
+def print_floor(floors: list, variants: list[str]) -> None:
+    """Each step against the fp32 compute floor (plain step + the parts SPN cannot avoid)."""
+    print("\nCompute floor (fp32): plain step + negative forwards + VGG fwd+bwd on the output + VGG fwd on the "
+          "negatives, each timed alone in the same loop; step / floor:")
+    part_names = list(floors[0][4])
+    print("| model | N | " + " | ".join(f"{p.removeprefix('floor: ')} s" for p in part_names)
+          + " | floor s | reference/floor | " + " | ".join(f"{v}/floor" for v in variants) + " |")
+    print("|" + "---|" * (3 + len(part_names) + 1 + len(variants)))
+    for name, cfg, n_neg, med, parts in floors:
+        print(f"| {name} | {n_neg} | " + " | ".join(f"{parts[p]:.3f}" for p in part_names)
+              + f" | {med['floor']:.3f} | {med['reference'] / med['floor']:.2f} | "
+              + " | ".join(f"{med[v] / med['floor']:.2f}" for v in variants) + " |")
 
 
 if __name__ == "__main__":

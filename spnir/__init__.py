@@ -8,10 +8,11 @@ The drop-in piece::
     ...
     spn.step()
 """
+from spnir.allocator import keep_freed_memory
 from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
 from spnir.negatives import NegativeBank
 from spnir.spn import SPN, NegativeLoss
 
-__all__ = ["SPN", "NegativeLoss", "NegativeBank", "VGGFeatures", "SpnirError"]
+__all__ = ["SPN", "NegativeLoss", "NegativeBank", "VGGFeatures", "SpnirError", "keep_freed_memory"]
 __version__ = "0.1.0"

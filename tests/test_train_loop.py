@@ -32,6 +32,7 @@ def test_logs_validation_and_final_weights(data, tmp_path):
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "run" / "tb").iterdir())
     log = (tmp_path / "run" / "train.log").read_text()
     assert "feature space: vgg16 with seeded random weights" in log and "val v: psnr" in log
+    assert "CPU allocator: " in log
     restored = model_from_checkpoint(result.final_weights["ema"])
     assert sum(p.numel() for p in restored.parameters()) == sum(p.numel() for p in result.model.parameters())
     saved = yaml.safe_load((tmp_path / "run" / "config.yml").read_text())

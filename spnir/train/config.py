@@ -192,6 +192,9 @@ SCHEMA: dict[str, Any] = {
                      choices=("none", "bf16", "fp16")),
         "compile": Field("bool", False, "torch.compile the model"),
         "device": Field("str", "auto", "auto (cuda when available), cpu, cuda", choices=("auto", "cpu", "cuda")),
+        "cpu_allocator": Field("str", "keep", "keep: freed CPU memory stays in the process for the next step "
+                               "(glibc; no page faults per step); system: leave malloc as it is",
+                               choices=("keep", "system")),
     },
     "val": {
         "every": _pos(5000, "validate every N iterations (and at the end)"),

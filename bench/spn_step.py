@@ -6,22 +6,32 @@
 In one process, interleaved, medians over repeated steps. Before timing, each configuration checks that the
 reference and spnir steps give the same loss on the same batch and weights (to 1e-5), so speed is never
 bought with different maths. VGG weights are seeded random (timing does not depend on their values).
+
+The allocator is a process setting, so by default (``--allocator both``) the whole table is measured twice, in
+two fresh processes: with malloc as the system sets it (as the official code runs) and with freed memory kept
+(``spnir.allocator.keep_freed_memory``, as ``spnir train`` runs); then each step is also printed as it runs by
+default, across the two processes. ``--floor`` adds the compute floor: the parts SPN cannot avoid, timed alone.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from reference_spn import BasicSRStyleVGG, ReferenceSPNStep, loop_ema
 from spnir import SPN, VGGFeatures
+from spnir.allocator import keep_freed_memory
 from spnir.archs import create_model
 from spnir.ema import ModelEMA
 from spnir.losses import L1Loss
@@ -204,27 +214,11 @@ def time_ema(model: torch.nn.Module, device: torch.device) -> tuple[float, float
     return statistics.median(times["loop"]), statistics.median(times["fused"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "smoke"))
-    parser.add_argument("--negatives", default="1,2,4")
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="quarter batch, for a fast look")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--floor", action="store_true",
-                        help="also time the parts SPN cannot avoid and print each step against their sum")
-    parser.add_argument("--gpu-variants", action="store_true",
-                        help="also time spnir under bf16 autocast, and bf16 autocast + torch.compile")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def measure(args) -> list[dict]:
+    """Time every step of every configuration and N; one dict per row (seconds are medians)."""
     device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"# SPN step benchmark: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"reps {args.reps}{', quick' if args.quick else ''}; fp32 unless the column says otherwise")
     vgg = VGGFeatures("vgg16", list(LAYER_WEIGHTS), weights="random").to(device)
-    rows, floors = [], []
+    rows = []
     for name in args.configs.split(","):
         cfg = CONFIGS[name]
         if args.quick:
@@ -241,13 +235,11 @@ def main() -> None:
             for what in ("spnir SPN", "spnir train"):
                 assert abs(ref_loss - losses[what]) < 1e-5, (
                     f"{name} N={n_neg}: reference loss {ref_loss} vs {what} {losses[what]}")
-            rel_diff = {k: abs(v - ref_loss) / abs(ref_loss) for k, v in losses.items()}
             steps["plain"](lq, gt)
-            if args.floor:
-                parts = FloorParts(steps["spnir SPN"].spn.negatives.models, vgg, gt).steps()
-                for part in parts.values():  # warm-up
-                    part(lq, gt)
-                steps.update(parts)
+            parts = FloorParts(steps["spnir SPN"].spn.negatives.models, vgg, gt).steps() if args.floor else {}
+            for part in parts.values():  # warm-up
+                part(lq, gt)
+            steps.update(parts)
             times = {k: [] for k in steps}
             for rep in range(args.reps):
                 lq, gt = batch(cfg, rep + 1, device)
@@ -258,52 +250,117 @@ def main() -> None:
                     synchronize(device)
                     times[key].append(time.perf_counter() - t)
             med = {k: statistics.median(v) for k, v in times.items()}
-            floor_parts = {k: med.pop(k) for k in (parts if args.floor else {})}
-            if floor_parts:
-                med["floor"] = med["plain"] + sum(floor_parts.values())
+            floor_parts = {k.removeprefix("floor: "): med.pop(k) for k in parts}
             loop_s, fused_s = time_ema(steps["plain"].model, device)
-            rows.append((name, cfg, n_neg, med, rel_diff, loop_s, fused_s))
-            floors.append((name, cfg, n_neg, med, floor_parts))
+            rows.append({"config": name, "batch": cfg.batch, "patch": cfg.patch, "N": n_neg, "seconds": med,
+                         "loss_rel_diff": {k: abs(v - ref_loss) / abs(ref_loss) for k, v in losses.items()},
+                         "ema_loop": loop_s, "ema_fused": fused_s, "floor_parts": floor_parts})
             print(f"{name} b{cfg.batch} p{cfg.patch} N={n_neg}: "
                   + ", ".join(f"{k} {v:.3f}s" for k, v in med.items()), flush=True)
-    variants = [k for k in rows[0][3] if k not in ("plain", "reference", "floor")]
+    return rows
+
+
+def print_tables(rows: list[dict]) -> None:
+    """Steps side by side, the cost of N negatives, the EMA update and (if timed) the compute floor."""
+    variants = [k for k in rows[0]["seconds"] if k not in ("plain", "reference")]
     print()
     print("| model | batch/patch | N | plain s | reference s | " + " | ".join(f"{v} s" for v in variants)
           + " | ref/plain | " + " | ".join(f"ref/{v}" for v in variants)
           + " | " + " | ".join(f"loss rel. diff {v}" for v in variants) + " |")
     print("|" + "---|" * (5 + 3 * len(variants) + 1))
-    for name, cfg, n_neg, med, rel_diff, _, _ in rows:
-        r = med["reference"]
-        print(f"| {name} | {cfg.batch}/{cfg.patch} | {n_neg} | {med['plain']:.3f} | {r:.3f} | "
-              + " | ".join(f"{med[v]:.3f}" for v in variants) + f" | {r / med['plain']:.2f} | "
-              + " | ".join(f"{r / med[v]:.2f}" for v in variants) + " | "
-              + " | ".join(f"{rel_diff[v]:.1e}" for v in variants) + " |")
+    for row in rows:
+        sec = row["seconds"]
+        r = sec["reference"]
+        print(f"| {row['config']} | {row['batch']}/{row['patch']} | {row['N']} | {sec['plain']:.3f} | {r:.3f} | "
+              + " | ".join(f"{sec[v]:.3f}" for v in variants) + f" | {r / sec['plain']:.2f} | "
+              + " | ".join(f"{r / sec[v]:.2f}" for v in variants) + " | "
+              + " | ".join(f"{row['loss_rel_diff'][v]:.1e}" for v in variants) + " |")
     print("\nCost of N negatives relative to N=1 (step time ratio), and the EMA update:")
     print("| model | N | reference | spnir SPN | EMA loop ms | EMA fused ms | fused EMA % of SPN step |")
     print("|---|---|---|---|---|---|---|")
-    first = {}
-    for name, cfg, n_neg, med, _, loop_s, fused_s in rows:
-        first.setdefault(name, med)
-        r1, s1 = first[name]["reference"], first[name]["spnir SPN"]
-        print(f"| {name} | {n_neg} | {med['reference'] / r1:.2f} | {med['spnir SPN'] / s1:.2f} | {loop_s * 1e3:.2f} | "
-              f"{fused_s * 1e3:.2f} | {100 * fused_s / med['spnir SPN']:.3f} |")
+    first: dict[str, dict] = {}
+    for row in rows:
+        sec = first.setdefault(row["config"], row["seconds"])
+        now = row["seconds"]
+        print(f"| {row['config']} | {row['N']} | {now['reference'] / sec['reference']:.2f} | "
+              f"{now['spnir SPN'] / sec['spnir SPN']:.2f} | {row['ema_loop'] * 1e3:.2f} | "
+              f"{row['ema_fused'] * 1e3:.2f} | {100 * row['ema_fused'] / now['spnir SPN']:.3f} |")
+    if rows[0]["floor_parts"]:
+        print_floor(rows, variants)
 
-    if args.floor:
-        print_floor(floors, variants)
 
-
-def print_floor(floors: list, variants: list[str]) -> None:
+def print_floor(rows: list[dict], variants: list[str]) -> None:
     """Each step against the fp32 compute floor (plain step + the parts SPN cannot avoid)."""
     print("\nCompute floor (fp32): plain step + negative forwards + VGG fwd+bwd on the output + VGG fwd on the "
           "negatives, each timed alone in the same loop; step / floor:")
-    part_names = list(floors[0][4])
-    print("| model | N | " + " | ".join(f"{p.removeprefix('floor: ')} s" for p in part_names)
+    part_names = list(rows[0]["floor_parts"])
+    print("| model | N | " + " | ".join(f"{p} s" for p in part_names)
           + " | floor s | reference/floor | " + " | ".join(f"{v}/floor" for v in variants) + " |")
     print("|" + "---|" * (3 + len(part_names) + 1 + len(variants)))
-    for name, cfg, n_neg, med, parts in floors:
-        print(f"| {name} | {n_neg} | " + " | ".join(f"{parts[p]:.3f}" for p in part_names)
-              + f" | {med['floor']:.3f} | {med['reference'] / med['floor']:.2f} | "
-              + " | ".join(f"{med[v] / med['floor']:.2f}" for v in variants) + " |")
+    for row in rows:
+        sec = row["seconds"]
+        floor = sec["plain"] + sum(row["floor_parts"].values())
+        print(f"| {row['config']} | {row['N']} | " + " | ".join(f"{row['floor_parts'][p]:.3f}" for p in part_names)
+              + f" | {floor:.3f} | {sec['reference'] / floor:.2f} | "
+              + " | ".join(f"{sec[v] / floor:.2f}" for v in variants) + " |")
+
+
+def print_across_allocators(system: list[dict], kept: list[dict]) -> None:
+    """Each step as it runs by default: the reference under the system allocator (as the official code runs),
+    spnir's steps with freed memory kept (as ``spnir train`` runs). Two processes, one after the other."""
+    variants = [k for k in kept[0]["seconds"] if k not in ("plain", "reference")]
+    print("\nAcross the two processes: reference with the system allocator / spnir with freed memory kept "
+          "(as each runs by default):")
+    print("| model | N | reference (system) s | " + " | ".join(f"{v} (kept) s" for v in variants)
+          + " | " + " | ".join(f"ref/{v}" for v in variants) + " |")
+    print("|" + "---|" * (3 + 2 * len(variants)))
+    for a, b in zip(system, kept):
+        r = a["seconds"]["reference"]
+        print(f"| {a['config']} | {a['N']} | {r:.3f} | " + " | ".join(f"{b['seconds'][v]:.3f}" for v in variants)
+              + " | " + " | ".join(f"{r / b['seconds'][v]:.2f}" for v in variants) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "smoke"))
+    parser.add_argument("--negatives", default="1,2,4")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="quarter batch, for a fast look")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the parts SPN cannot avoid and print each step against their sum")
+    parser.add_argument("--gpu-variants", action="store_true",
+                        help="also time spnir under bf16 autocast, and bf16 autocast + torch.compile")
+    parser.add_argument("--allocator", choices=("system", "kept", "both"), default="both",
+                        help="malloc as the system sets it, with freed memory kept (spnir.allocator, as spnir train "
+                             "runs), or both: one fresh process each, then the steps across them")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    if args.allocator == "both":
+        results = {}
+        for mode in ("system", "kept"):
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                subprocess.run([sys.executable, __file__, *sys.argv[1:], "--allocator", mode, "--json", out.name],
+                               check=True)
+                results[mode] = json.loads(Path(out.name).read_text())
+        print_across_allocators(results["system"], results["kept"])
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        return
+    if args.allocator == "kept" and not keep_freed_memory():
+        raise SystemExit("--allocator kept needs glibc malloc (Linux)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    print(f"# SPN step benchmark: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"reps {args.reps}{', quick' if args.quick else ''}, allocator: {args.allocator}; "
+          "fp32 unless the column says otherwise", flush=True)
+    rows = measure(args)
+    print_tables(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

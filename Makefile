@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 # Long (an hour or more on 2 CPU cores); bench/README.md holds the measured tables and the commands.
 bench: $(STAMP)
-	$(PY) bench/spn_step.py
+	$(PY) bench/spn_step.py --floor
 	$(PY) bench/restore_speed.py
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_data.py

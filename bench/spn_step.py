@@ -18,6 +18,7 @@ import argparse
 import copy
 import json
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -194,6 +195,11 @@ def batch(cfg: Config, seed: int, device: torch.device):
     return lq.to(device), gt.to(device)
 
 
+def minor_faults() -> int:
+    """Page faults of this process so far (memory the kernel had to map and zero)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -240,21 +246,24 @@ def measure(args) -> list[dict]:
             for part in parts.values():  # warm-up
                 part(lq, gt)
             steps.update(parts)
-            times = {k: [] for k in steps}
+            times: dict[str, list[float]] = {k: [] for k in steps}
+            faults: dict[str, list[int]] = {k: [] for k in steps}
             for rep in range(args.reps):
                 lq, gt = batch(cfg, rep + 1, device)
                 for key, step in steps.items():
                     synchronize(device)
-                    t = time.perf_counter()
+                    f, t = minor_faults(), time.perf_counter()
                     step(lq, gt)
                     synchronize(device)
                     times[key].append(time.perf_counter() - t)
+                    faults[key].append(minor_faults() - f)
             med = {k: statistics.median(v) for k, v in times.items()}
             floor_parts = {k.removeprefix("floor: "): med.pop(k) for k in parts}
             loop_s, fused_s = time_ema(steps["plain"].model, device)
             rows.append({"config": name, "batch": cfg.batch, "patch": cfg.patch, "N": n_neg, "seconds": med,
                          "loss_rel_diff": {k: abs(v - ref_loss) / abs(ref_loss) for k, v in losses.items()},
-                         "ema_loop": loop_s, "ema_fused": fused_s, "floor_parts": floor_parts})
+                         "ema_loop": loop_s, "ema_fused": fused_s, "floor_parts": floor_parts,
+                         "page_faults": {k: statistics.median(v) for k, v in faults.items() if k not in parts}})
             print(f"{name} b{cfg.batch} p{cfg.patch} N={n_neg}: "
                   + ", ".join(f"{k} {v:.3f}s" for k, v in med.items()), flush=True)
     return rows
@@ -285,6 +294,12 @@ def print_tables(rows: list[dict]) -> None:
         print(f"| {row['config']} | {row['N']} | {now['reference'] / sec['reference']:.2f} | "
               f"{now['spnir SPN'] / sec['spnir SPN']:.2f} | {row['ema_loop'] * 1e3:.2f} | "
               f"{row['ema_fused'] * 1e3:.2f} | {100 * row['ema_fused'] / now['spnir SPN']:.3f} |")
+    print("\nPage faults per step (median; each fault maps and zeroes a 4 KiB page):")
+    keys = list(rows[0]["page_faults"])
+    print("| model | N | " + " | ".join(keys) + " |")
+    print("|" + "---|" * (2 + len(keys)))
+    for row in rows:
+        print(f"| {row['config']} | {row['N']} | " + " | ".join(f"{row['page_faults'][k]:,.0f}" for k in keys) + " |")
     if rows[0]["floor_parts"]:
         print_floor(rows, variants)
 

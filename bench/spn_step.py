@@ -263,7 +263,8 @@ def measure(args) -> list[dict]:
             rows.append({"config": name, "batch": cfg.batch, "patch": cfg.patch, "N": n_neg, "seconds": med,
                          "loss_rel_diff": {k: abs(v - ref_loss) / abs(ref_loss) for k, v in losses.items()},
                          "ema_loop": loop_s, "ema_fused": fused_s, "floor_parts": floor_parts,
-                         "page_faults": {k: statistics.median(v) for k, v in faults.items() if k not in parts}})
+                         "page_faults": {k: statistics.median(v) for k, v in faults.items() if k not in parts},
+                         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
             print(f"{name} b{cfg.batch} p{cfg.patch} N={n_neg}: "
                   + ", ".join(f"{k} {v:.3f}s" for k, v in med.items()), flush=True)
     return rows
@@ -333,6 +334,9 @@ def print_across_allocators(system: list[dict], kept: list[dict]) -> None:
         r = a["seconds"]["reference"]
         print(f"| {a['config']} | {a['N']} | {r:.3f} | " + " | ".join(f"{b['seconds'][v]:.3f}" for v in variants)
               + " | " + " | ".join(f"{r / b['seconds'][v]:.2f}" for v in variants) + " |")
+    if "peak_rss_mib" in system[-1] and "peak_rss_mib" in kept[-1]:
+        print(f"Peak resident memory of the process (all steps of all rows): system {system[-1]['peak_rss_mib']:.0f} MiB, "
+              f"kept {kept[-1]['peak_rss_mib']:.0f} MiB")
 
 
 def main() -> None:

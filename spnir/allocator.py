@@ -16,7 +16,7 @@ import platform
 # mallopt parameters from glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_LARGEST_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
+_NEVER_TRIM = -1  # read as (size_t)-1 by glibc: the heap is never trimmed
 
 _applied = False
 
@@ -34,7 +34,7 @@ def keep_freed_memory() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    _applied = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _LARGEST_TRIM_THRESHOLD))
+    _applied = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
     return _applied
 
 

@@ -203,7 +203,8 @@ class NegativeLoss(nn.Module):
         for name in self.layer_weights:
             fo = feats_out[name].float()
             fn = feats_other[name].float().reshape(count, *fo.shape)
-            # one fused L1 per negative: no (N, B, C, H, W) difference kept for backward
+            # autograd keeps each pair's difference for backward; a chunked single-pass L1 without it was
+            # measured and saved under 2% of a step (bench/README.md), so the plain form stays
             distances[name] = torch.stack([F.l1_loss(fo, fn[j]) for j in range(count)])
         return distances
 

@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from spnir.allocator import keep_freed_memory
 from spnir.archs import create_model, get_preset, list_models
 from spnir.restore import restore_image
 
@@ -75,8 +76,12 @@ def main() -> None:
     parser.add_argument("--tile", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--allocator", choices=("kept", "system"), default="kept",
+                        help="freed memory kept in the process (spnir restore's default) or malloc as the system sets it")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.allocator == "kept":
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -84,13 +89,13 @@ def main() -> None:
         peak_memory_child(args.peak_memory, args.tile[0], args.overlap, device)
         return
     print(f"# restore benchmark on {args.device}: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          "fp32, random weights")
+          f"fp32, random weights, allocator {args.allocator}")
     if args.peak_memory:
         memory = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB"
         print(f"| preset | input | tile/overlap | output | seconds | {memory} |\n|---|---|---|---|---|---|")
         for tile in args.tile:
             cmd = [sys.executable, __file__, "--child", "--peak-memory", args.peak_memory, "--tile", str(tile),
-                   "--overlap", str(args.overlap), "--device", args.device]
+                   "--overlap", str(args.overlap), "--device", args.device, "--allocator", args.allocator]
             cmd += ["--threads", str(args.threads)] if args.threads else []
             shape, seconds, peak = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.rsplit(" ", 2)
             scale = SR_SCALE if get_preset(args.peak_memory).scales else 1

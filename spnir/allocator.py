@@ -14,10 +14,14 @@ import ctypes
 import ctypes.util
 import platform
 
+from spnir.errors import SpnirError
+
 # mallopt parameters from glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _TRIM_ABOVE = 2**31 - 1  # bytes (mallopt takes an int): a free heap top beyond 2 GiB still goes back
+
+CHOICES = ("keep", "system")
 
 _applied = False
 
@@ -39,4 +43,15 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
-__all__ = ["keep_freed_memory"]
+def use_cpu_allocator(choice: str) -> str:
+    """``"keep"``: :func:`keep_freed_memory`; ``"system"``: leave malloc alone. Returns a line for the log."""
+    if choice not in CHOICES:
+        raise SpnirError(f"CPU allocator must be one of {', '.join(CHOICES)}; got {choice!r}")
+    if choice == "system":
+        return "CPU allocator: malloc as the system sets it"
+    if keep_freed_memory():
+        return "CPU allocator: freed memory kept in the process for reuse"
+    return "CPU allocator: unchanged (keeping freed memory needs glibc; preload jemalloc or tcmalloc instead)"
+
+
+__all__ = ["CHOICES", "keep_freed_memory", "use_cpu_allocator"]

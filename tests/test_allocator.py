@@ -41,3 +41,11 @@ def test_elsewhere_it_changes_nothing(monkeypatch):
     monkeypatch.setattr(allocator, "_applied", False)
     monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))
     assert allocator.keep_freed_memory() is False
+
+
+def test_choices_are_checked_and_system_leaves_malloc_alone(monkeypatch):
+    monkeypatch.setattr(allocator, "_applied", False)
+    assert allocator.use_cpu_allocator("system") == "CPU allocator: malloc as the system sets it"
+    assert allocator._applied is False
+    with pytest.raises(allocator.SpnirError, match="must be one of keep, system; got 'jemalloc'"):
+        allocator.use_cpu_allocator("jemalloc")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from spnir.allocator import CHOICES, use_cpu_allocator
 from spnir.device import pick_device
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
@@ -50,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a bad image is skipped and reported (default) or stops the run")
     parser.add_argument("--device", default="auto", help="auto (default: cuda when available, else cpu), cpu, cuda "
                                                          "or cuda:N")
+    parser.add_argument("--cpu-allocator", choices=CHOICES, default="keep",
+                        help="keep (default): freed CPU memory stays in the process, no page faults per image "
+                             "(glibc); system: leave malloc as it is")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -99,6 +103,7 @@ def _pair_name(lq: Path, gt: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     scale = _scale(args)
+    use_cpu_allocator(args.cpu_allocator)
     device = pick_device(args.device, setting="--device")
     restore, method = _restore(args, scale, device)
     sets = _sets(args, scale)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from spnir.allocator import CHOICES, use_cpu_allocator
 from spnir.errors import SpnirError
 
 
@@ -23,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
     parser.add_argument("--device", default="auto", help="auto (default: cuda when available, else cpu), cpu, cuda "
                                                          "or cuda:N")
+    parser.add_argument("--cpu-allocator", choices=CHOICES, default="keep",
+                        help="keep (default): freed CPU memory stays in the process, no page faults per image "
+                             "(glibc); system: leave malloc as it is")
     parser.add_argument("--half", action="store_true", help="float16 inference (cuda only)")
 
 
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from spnir.device import pick_device
 
     files = collect_inputs(args.inputs)
+    use_cpu_allocator(args.cpu_allocator)
     device = pick_device(args.device, setting="--device")
     if args.half and device.type != "cuda":
         raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from spnir.allocator import keep_freed_memory
+from spnir.allocator import use_cpu_allocator
 from spnir.archs.checkpoint import save_model_checkpoint
 from spnir.spn import SPN
 from spnir.train.build import build_parts, describe
@@ -58,7 +58,7 @@ def run_training(
     """
     notes: list[str] = []
     config = load_config(config, overrides, notes)
-    notes.append(_allocator_note(config["train"]["cpu_allocator"]))
+    notes.append(f"{use_cpu_allocator(config['train']['cpu_allocator'])} (train.cpu_allocator)")
     out_dir = Path(out_dir)
     ctx = init_distributed(config["train"]["device"])
     try:
@@ -94,14 +94,6 @@ def run_training(
         feature_space=parts.spn.feature_space if parts.spn is not None else None, model=parts.model,
         ema_model=parts.ema.module if parts.ema is not None else None, spn=parts.spn, signal=fit.signal,
     )
-
-
-def _allocator_note(choice: str) -> str:
-    if choice == "system":
-        return "CPU allocator: malloc as the system sets it (train.cpu_allocator: system)"
-    if keep_freed_memory():
-        return "CPU allocator: freed memory kept in the process for reuse (train.cpu_allocator: keep)"
-    return "CPU allocator: unchanged (keeping freed memory needs glibc; preload jemalloc or tcmalloc instead)"
 
 
 def _save_final(parts, out_dir: Path, iteration: int) -> dict[str, Path]:

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from spnir.allocator import CHOICES, use_cpu_allocator
-from spnir.device import pick_device
+from spnir.commands import add_runtime_arguments, runtime_device
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
 from spnir.evaluation import TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set, format_table, results_json
@@ -49,11 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help="a bad image is skipped and reported (default) or stops the run")
-    parser.add_argument("--device", default="auto", help="auto (default: cuda when available, else cpu), cpu, cuda "
-                                                         "or cuda:N")
-    parser.add_argument("--cpu-allocator", choices=CHOICES, default="keep",
-                        help="keep (default): freed CPU memory stays in the process, no page faults per image "
-                             "(glibc); system: leave malloc as it is")
+    add_runtime_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -103,8 +98,7 @@ def _pair_name(lq: Path, gt: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     scale = _scale(args)
-    use_cpu_allocator(args.cpu_allocator)
-    device = pick_device(args.device, setting="--device")
+    device = runtime_device(args)
     restore, method = _restore(args, scale, device)
     sets = _sets(args, scale)
     channel = args.channel or ("y" if args.task in ("sr", "derain") else "rgb")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from spnir.allocator import CHOICES, use_cpu_allocator
+from spnir.commands import add_runtime_arguments, runtime_device
 from spnir.errors import SpnirError
 
 
@@ -22,11 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, help="restore in tiles of this size (pixels of the input)")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles (default 32)")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
-    parser.add_argument("--device", default="auto", help="auto (default: cuda when available, else cpu), cpu, cuda "
-                                                         "or cuda:N")
-    parser.add_argument("--cpu-allocator", choices=CHOICES, default="keep",
-                        help="keep (default): freed CPU memory stays in the process, no page faults per image "
-                             "(glibc); system: leave malloc as it is")
+    add_runtime_arguments(parser)
     parser.add_argument("--half", action="store_true", help="float16 inference (cuda only)")
 
 
@@ -57,11 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from spnir.restore import restore_image
 
     from spnir.archs.checkpoint import model_for_inference, parse_overrides
-    from spnir.device import pick_device
 
     files = collect_inputs(args.inputs)
-    use_cpu_allocator(args.cpu_allocator)
-    device = pick_device(args.device, setting="--device")
+    device = runtime_device(args)
     if args.half and device.type != "cuda":
         raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
     model, scale = model_for_inference(args.checkpoint, args.model, args.scale, args.key,

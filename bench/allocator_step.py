@@ -17,8 +17,9 @@ import time
 
 import torch
 
-from spn_step import CONFIGS, LAYER_WEIGHTS, PERIODS, SpnirStep, TrainerStep, batch, build, perturbed_copies
-from spnir import VGGFeatures, keep_freed_memory
+from spn_step import (CONFIGS, LAYER_WEIGHTS, PERIODS, SpnirStep, TrainerStep, batch, build, perturbed_copies,
+                      set_allocator)
+from spnir import VGGFeatures
 
 
 def run_one(config: str, negatives: int, steps: int) -> None:
@@ -47,8 +48,7 @@ def main() -> None:
         for mode in ("system", "kept"):
             subprocess.run([sys.executable, __file__, *sys.argv[1:], "--allocator", mode], check=True)
         return
-    if args.allocator == "kept" and not keep_freed_memory():
-        raise SystemExit("--allocator kept needs glibc malloc (Linux)")
+    set_allocator(args.allocator)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{args.config}, N={args.negatives}, {torch.get_num_threads()} threads, allocator {args.allocator}:",

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from spnir.allocator import keep_freed_memory
+from spn_step import set_allocator
 from spnir.archs import create_model, get_preset, list_models
 from spnir.restore import restore_image
 
@@ -80,8 +80,7 @@ def main() -> None:
                         help="freed memory kept in the process (spnir restore's default) or malloc as the system sets it")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.allocator == "kept":
-        keep_freed_memory()
+    set_allocator(args.allocator)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

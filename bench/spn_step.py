@@ -195,6 +195,12 @@ def batch(cfg: Config, seed: int, device: torch.device):
     return lq.to(device), gt.to(device)
 
 
+def set_allocator(mode: str) -> None:
+    """``kept``: keep freed memory in this process (spnir's default); ``system``: leave malloc alone."""
+    if mode == "kept" and not keep_freed_memory():
+        raise SystemExit("--allocator kept needs glibc malloc (Linux)")
+
+
 def minor_faults() -> int:
     """Page faults of this process so far (memory the kernel had to map and zero)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -367,8 +373,7 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
         return
-    if args.allocator == "kept" and not keep_freed_memory():
-        raise SystemExit("--allocator kept needs glibc malloc (Linux)")
+    set_allocator(args.allocator)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

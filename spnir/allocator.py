@@ -27,9 +27,11 @@ _applied = False
 
 
 def keep_freed_memory() -> bool:
-    """Make this process's malloc keep freed memory for reuse (no ``mmap`` per large block, no trimming).
+    """Make this process's malloc keep freed memory for reuse (no ``mmap`` per large block; the heap is
+    trimmed only when more than 2 GiB at its top are free).
 
-    Process-wide and lasting; call once, early (``spnir train`` does unless ``train.cpu_allocator: system``).
+    Process-wide and lasting; call once, early (``spnir train``, ``restore`` and ``eval`` do unless told
+    ``system``).
     Returns ``True`` when applied (Linux with glibc), ``False`` elsewhere, where it changes nothing
     (preloading jemalloc or tcmalloc gives the same effect there).
     """

@@ -24,7 +24,7 @@ from spnir import VGGFeatures
 
 def run_one(config: str, negatives: int, steps: int) -> None:
     cfg = CONFIGS[config]
-    vgg = VGGFeatures("vgg16", list(LAYER_WEIGHTS), weights="random")
+    vgg = VGGFeatures("vgg16", list(LAYER_WEIGHTS), vgg_weights="random")
     model = build(cfg)
     spn_step = SpnirStep(model, perturbed_copies(model, negatives), vgg, PERIODS[:negatives], (0.999,) * negatives)
     step = TrainerStep(spn_step, tempfile.mkdtemp())

@@ -229,7 +229,7 @@ def time_ema(model: torch.nn.Module, device: torch.device) -> tuple[float, float
 def measure(args) -> list[dict]:
     """Time every step of every configuration and N; one dict per row (seconds are medians)."""
     device = torch.device(args.device)
-    vgg = VGGFeatures("vgg16", list(LAYER_WEIGHTS), weights="random").to(device)
+    vgg = VGGFeatures("vgg16", list(LAYER_WEIGHTS), vgg_weights="random").to(device)
     rows = []
     for name in args.configs.split(","):
         cfg = CONFIGS[name]

@@ -80,7 +80,7 @@ def demo_configs(iterations: int, vgg_weights: str) -> dict[str, dict[str, Any]]
     plain["checkpoint"]["every"] = iterations
     spn = copy.deepcopy(plain)
     spn["name"] = "demo_spn"
-    spn["spn"] = {**DEMO_SPN, "feature_weights": vgg_weights}
+    spn["spn"] = {**DEMO_SPN, "vgg_weights": vgg_weights}
     return {"plain": plain, "SPN": spn}
 
 

@@ -42,7 +42,7 @@ class VGGFeatures(nn.Module):
     Args:
         kind: ``"vgg16"`` or ``"vgg19"``.
         layers: names to return (``conv1_1``, ``relu1_1``, ..., ``pool5``).
-        weights: ``"imagenet"`` (torchvision's file in the torch hub cache), a path to a
+        vgg_weights: ``"imagenet"`` (torchvision's file in the torch hub cache), a path to a
             torchvision-format file, or ``"random"`` (seeded Kaiming init; not the method's feature space).
         input_norm: subtract ImageNet mean and divide by std, as torchvision's weights expect.
         range_norm: map inputs from ``[-1, 1]`` to ``[0, 1]`` first.
@@ -53,7 +53,7 @@ class VGGFeatures(nn.Module):
         self,
         kind: str = "vgg16",
         layers: Iterable[str] = ("relu1_2", "relu2_2", "relu3_3"),
-        weights: str | os.PathLike = "imagenet",
+        vgg_weights: str | os.PathLike = "imagenet",
         input_norm: bool = True,
         range_norm: bool = False,
         seed: int = 0,
@@ -70,7 +70,7 @@ class VGGFeatures(nn.Module):
         depth = max(names.index(name) for name in self.layers) + 1
         self.names = names[:depth]
         self.body = nn.Sequential(*_build_layers(kind, depth))
-        path = resolve_vgg_weights(kind, weights)
+        path = resolve_vgg_weights(kind, vgg_weights)
         if path is None:
             _random_init(self.body, seed)
             self.feature_space = f"{kind} with seeded random weights (seed {seed}), not ImageNet"

@@ -50,7 +50,7 @@ def make_features(features: str | nn.Module | FeatureFn, layer_names: Sequence[s
     """``"vgg16"``/``"vgg19"`` -> a frozen :class:`VGGFeatures` computing ``layer_names``; a module or callable
     is checked (a ``VGGFeatures`` must compute every named layer) and frozen if it is a module."""
     if isinstance(features, str):
-        return VGGFeatures(features, list(layer_names), weights=vgg_weights)
+        return VGGFeatures(features, list(layer_names), vgg_weights=vgg_weights)
     if isinstance(features, VGGFeatures):
         unknown = [k for k in layer_names if k not in features.layers]
         if unknown:
@@ -90,21 +90,21 @@ def uncertainty_weights(out: torch.Tensor, negatives: Sequence[torch.Tensor], ep
     return spread / spread.mean(dim=(2, 3), keepdim=True)
 
 
-def _check_options(layer_weights: Mapping[str, float], weight: float | str, form: str, bound: float | None,
-                   auto_ratio: float, uncertainty_weight: float, uncertainty_eps: float) -> None:
+def _check_options(layer_weights: Mapping[str, float], weight: float | str, form: str, max_distance: float | None,
+                   target_ratio: float, uncertainty_weight: float, uncertainty_eps: float) -> None:
     if not layer_weights:
         raise SpnirError("layer_weights is empty: name at least one feature layer")
     if weight == "auto":
-        if not 0.0 < auto_ratio:
-            raise SpnirError(f"auto_ratio must be > 0; got {auto_ratio}")
+        if not 0.0 < target_ratio:
+            raise SpnirError(f"target_ratio must be > 0; got {target_ratio}")
     elif isinstance(weight, str) or float(weight) < 0:
         raise SpnirError(f"weight must be a number >= 0 or 'auto'; got {weight!r}")
     if form not in FORMS:
         raise SpnirError(f"form must be one of {', '.join(FORMS)}; got {form!r}")
-    if bound is not None and bound <= 0:
-        raise SpnirError(f"bound must be > 0 (or None); got {bound}")
-    if bound is not None and form != "difference":
-        raise SpnirError("bound caps the distance of the difference form; the ratio form is bounded below by 0")
+    if max_distance is not None and max_distance <= 0:
+        raise SpnirError(f"max_distance must be > 0 (or None); got {max_distance}")
+    if max_distance is not None and form != "difference":
+        raise SpnirError("max_distance caps the distance of the difference form; the ratio form is bounded below by 0")
     if uncertainty_weight < 0 or uncertainty_eps <= 0:
         raise SpnirError(f"uncertainty_weight must be >= 0 and uncertainty_eps > 0; got {uncertainty_weight}, "
                          f"{uncertainty_eps}")
@@ -115,7 +115,7 @@ class NegativeLoss(nn.Module):
 
     Args:
         source: a negative source (:mod:`spnir.negative_sources`); kept as ``self.negatives``.
-        weight: lambda, or ``"auto"``: scale the term to ``auto_ratio`` times the reconstruction loss from
+        weight: lambda, or ``"auto"``: scale the term to ``target_ratio`` times the reconstruction loss from
             running (detached) averages of both; then pass ``recon=`` to each call.
         layer_weights: feature name -> weight ``w_k``.
         features: ``"vgg16"``, ``"vgg19"``, a :class:`VGGFeatures`, or any callable mapping an image batch
@@ -123,8 +123,9 @@ class NegativeLoss(nn.Module):
         form: ``"difference"`` (SPN) or ``"ratio"`` (CR; needs ``gt``).
         vgg_weights: for ``features="vgg16"/"vgg19"``: ``"imagenet"`` (torch hub cache), a path, or
             ``"random"`` (seeded random weights, only when asked for).
-        bound: difference form only: each negative's distance is capped at ``bound`` (no push once that far).
-        auto_ratio, auto_momentum: target ratio and running-average momentum of ``weight="auto"``.
+        max_distance: difference form only: each negative's distance is capped at ``max_distance`` (no push
+            once that far).
+        target_ratio, auto_momentum: target ratio and running-average momentum of ``weight="auto"``.
         uncertainty_weight: if > 0, adds ``uncertainty_weight * mean(w * |out - gt|)`` with ``w`` from
             :func:`uncertainty_weights` (needs ``gt``).
         uncertainty_eps: ``eps`` of :func:`uncertainty_weights`.
@@ -142,8 +143,8 @@ class NegativeLoss(nn.Module):
         form: str = "difference",
         *,
         vgg_weights: str | os.PathLike = "imagenet",
-        bound: float | None = None,
-        auto_ratio: float = 0.05,
+        max_distance: float | None = None,
+        target_ratio: float = 0.05,
         auto_momentum: float = 0.99,
         uncertainty_weight: float = 0.0,
         uncertainty_eps: float = 1e-3,
@@ -151,14 +152,15 @@ class NegativeLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.layer_weights = dict(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
-        _check_options(self.layer_weights, weight, form, bound, auto_ratio, uncertainty_weight, uncertainty_eps)
+        _check_options(self.layer_weights, weight, form, max_distance, target_ratio, uncertainty_weight,
+                       uncertainty_eps)
         for method in ("negatives", "step"):
             if not callable(getattr(source, method, None)):
                 raise SpnirError(f"source {type(source).__name__} has no {method}() method: expected a negative "
                                  "source from spnir.negative_sources")
         self.weight = weight if weight == "auto" else float(weight)
-        self.form, self.bound = form, bound
-        self.auto_ratio, self.auto_momentum = float(auto_ratio), float(auto_momentum)
+        self.form, self.max_distance = form, max_distance
+        self.target_ratio, self.auto_momentum = float(target_ratio), float(auto_momentum)
         self.uncertainty_weight, self.uncertainty_eps = float(uncertainty_weight), float(uncertainty_eps)
         self.feature_dtype = _autocast_dtype(feature_dtype)
         self._avg_recon: float | None = None
@@ -234,8 +236,8 @@ class NegativeLoss(nn.Module):
         stats: dict[str, torch.Tensor] = {}
         if self.form == "difference":
             per_negative = self.distances(out, negatives)
-            if self.bound is not None:
-                per_negative = per_negative.clamp(max=self.bound)
+            if self.max_distance is not None:
+                per_negative = per_negative.clamp(max=self.max_distance)
             value = per_negative.mean()
             stats["neg_distance"] = value.detach()
             sign = -1.0
@@ -276,7 +278,7 @@ class NegativeLoss(nn.Module):
         m = self.auto_momentum
         self._avg_recon = r if self._avg_recon is None else m * self._avg_recon + (1 - m) * r
         self._avg_distance = d if self._avg_distance is None else m * self._avg_distance + (1 - m) * d
-        return self.auto_ratio * abs(self._avg_recon) / max(self._avg_distance, 1e-12)
+        return self.target_ratio * abs(self._avg_recon) / max(self._avg_distance, 1e-12)
 
     def stats(self) -> dict[str, float]:
         """The last call's distance, effective weight and term (and ratio, uncertainty term), as floats."""
@@ -300,7 +302,7 @@ class SPN(NegativeLoss):
 
     Args:
         model: the network being trained (DDP/compile wrappers are looked through).
-        weight, layer_weights, features, vgg_weights, bound, auto_ratio, auto_momentum, form,
+        weight, layer_weights, features, vgg_weights, max_distance, target_ratio, auto_momentum, form,
             uncertainty_weight, uncertainty_eps, feature_dtype: see :class:`NegativeLoss`.
         periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay: the negatives'
             schedule, see :class:`~spnir.negatives.NegativeBank`.
@@ -322,8 +324,8 @@ class SPN(NegativeLoss):
         fresh_model: FreshModel | None = None,
         adaptive_threshold: float | None = None,
         adaptive_decay: float = 0.001,
-        bound: float | None = None,
-        auto_ratio: float = 0.05,
+        max_distance: float | None = None,
+        target_ratio: float = 0.05,
         auto_momentum: float = 0.99,
         form: str = "difference",
         uncertainty_weight: float = 0.0,
@@ -331,11 +333,11 @@ class SPN(NegativeLoss):
         feature_dtype: torch.dtype | str | None = None,
     ) -> None:
         names = list(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
-        _check_options(names, weight, form, bound, auto_ratio, uncertainty_weight, uncertainty_eps)
+        _check_options(names, weight, form, max_distance, target_ratio, uncertainty_weight, uncertainty_eps)
         # features first, then the negatives: the global RNG is drawn in the same order as before
         features = make_features(features, names, vgg_weights)
         bank = HistoryNegatives(model, periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay)
-        super().__init__(bank, weight, layer_weights, features, form, vgg_weights=vgg_weights, bound=bound,
-                         auto_ratio=auto_ratio, auto_momentum=auto_momentum,
+        super().__init__(bank, weight, layer_weights, features, form, vgg_weights=vgg_weights,
+                         max_distance=max_distance, target_ratio=target_ratio, auto_momentum=auto_momentum,
                          uncertainty_weight=uncertainty_weight, uncertainty_eps=uncertainty_eps,
                          feature_dtype=feature_dtype)

@@ -33,16 +33,16 @@ def cached_vgg_path(kind: str) -> Path:
     return hub_checkpoint_dir() / TORCHVISION_FILES[_check_kind(kind)]
 
 
-def resolve_vgg_weights(kind: str, weights: str | os.PathLike | None = "imagenet") -> Path | None:
-    """The ImageNet weight file to load for ``kind``, or ``None`` for ``weights="random"``.
+def resolve_vgg_weights(kind: str, vgg_weights: str | os.PathLike | None = "imagenet") -> Path | None:
+    """The ImageNet weight file to load for ``kind``, or ``None`` for ``vgg_weights="random"``.
 
-    ``weights`` is ``"imagenet"`` (look in the torch hub cache), ``"random"``, or a path to a
+    ``vgg_weights`` is ``"imagenet"`` (look in the torch hub cache), ``"random"``, or a path to a
     torchvision-format file.
     """
     _check_kind(kind)
-    if weights is None or str(weights) == "random":
+    if vgg_weights is None or str(vgg_weights) == "random":
         return None
-    if str(weights) == "imagenet":
+    if str(vgg_weights) == "imagenet":
         path = cached_vgg_path(kind)
         if not path.is_file():
             raise SpnirError(
@@ -53,7 +53,7 @@ def resolve_vgg_weights(kind: str, weights: str | os.PathLike | None = "imagenet
                 f"ask for it explicitly with vgg_weights='random'."
             )
         return path
-    path = Path(weights).expanduser()
+    path = Path(vgg_weights).expanduser()
     if not path.is_file():
         raise SpnirError(f"VGG weights file {path} does not exist (expected a torchvision {kind} .pth file)")
     return path

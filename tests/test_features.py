@@ -18,7 +18,7 @@ def test_layer_names_match_torchvision_indices():
 
 
 def test_stops_after_last_requested_layer():
-    vgg = VGGFeatures("vgg16", ["relu2_2", "relu1_1"], weights="random")
+    vgg = VGGFeatures("vgg16", ["relu2_2", "relu1_1"], vgg_weights="random")
     assert len(vgg.body) == 9
     feats = vgg(torch.rand(2, 3, 20, 18))
     assert set(feats) == {"relu1_1", "relu2_2"}
@@ -27,16 +27,16 @@ def test_stops_after_last_requested_layer():
 
 
 def test_random_weights_are_seeded():
-    a = VGGFeatures("vgg19", ["relu1_1"], weights="random", seed=3)
-    b = VGGFeatures("vgg19", ["relu1_1"], weights="random", seed=3)
-    c = VGGFeatures("vgg19", ["relu1_1"], weights="random", seed=4)
+    a = VGGFeatures("vgg19", ["relu1_1"], vgg_weights="random", seed=3)
+    b = VGGFeatures("vgg19", ["relu1_1"], vgg_weights="random", seed=3)
+    c = VGGFeatures("vgg19", ["relu1_1"], vgg_weights="random", seed=4)
     assert torch.equal(a.body[0].weight, b.body[0].weight)
     assert not torch.equal(a.body[0].weight, c.body[0].weight)
 
 
 def _torchvision_style_file(tmp_path, kind, name):
     """A torchvision-format state dict (features.N.* plus a classifier) from random VGG weights."""
-    full = VGGFeatures(kind, [layer_names(kind)[-1]], weights="random", seed=7)
+    full = VGGFeatures(kind, [layer_names(kind)[-1]], vgg_weights="random", seed=7)
     state = {f"features.{k}": v for k, v in full.body.state_dict().items()}
     state["classifier.0.weight"] = torch.zeros(2, 2)
     path = tmp_path / name
@@ -46,24 +46,24 @@ def _torchvision_style_file(tmp_path, kind, name):
 
 def test_loads_torchvision_file_from_path_and_input_norm(tmp_path):
     path, full = _torchvision_style_file(tmp_path, "vgg16", "my-vgg16.pth")
-    vgg = VGGFeatures("vgg16", ["conv1_1"], weights=path)
+    vgg = VGGFeatures("vgg16", ["conv1_1"], vgg_weights=path)
     assert str(path) in vgg.feature_space
     x = torch.rand(1, 3, 8, 8)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     expected = torch.nn.functional.conv2d((x - mean) / std, full.body[0].weight, full.body[0].bias, padding=1)
     assert torch.allclose(vgg(x)["conv1_1"], expected, atol=1e-5)
-    ranged = VGGFeatures("vgg16", ["conv1_1"], weights=path, range_norm=True)
+    ranged = VGGFeatures("vgg16", ["conv1_1"], vgg_weights=path, range_norm=True)
     assert torch.allclose(ranged(x * 2 - 1)["conv1_1"], expected, atol=1e-5)
 
 
 def test_wrong_vgg_file_is_named(tmp_path):
     path, _ = _torchvision_style_file(tmp_path, "vgg19", "vgg19.pth")
     with pytest.raises(SpnirError, match="expected torchvision vgg16 .* found a vgg19 file"):
-        VGGFeatures("vgg16", ["relu1_1"], weights=path)
+        VGGFeatures("vgg16", ["relu1_1"], vgg_weights=path)
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(SpnirError, match="junk.pth"):
-        VGGFeatures("vgg16", ["relu1_1"], weights=tmp_path / "junk.pth")
+        VGGFeatures("vgg16", ["relu1_1"], vgg_weights=tmp_path / "junk.pth")
 
 
 def test_imagenet_weights_from_hub_cache_or_clear_error(tmp_path, monkeypatch):

@@ -146,7 +146,7 @@ def test_ratio_gradient_matches_a_detached_reference():
 def test_gradients_reach_the_target_only(form):
     torch.manual_seed(0)
     model, frozen = tiny_net(), tiny_net()
-    vgg = VGGFeatures("vgg16", ["relu1_2"], weights="random")
+    vgg = VGGFeatures("vgg16", ["relu1_2"], vgg_weights="random")
     loss = NegativeLoss(FrozenNegatives([frozen]), weight=1.0, layer_weights={"relu1_2": 1.0}, features=vgg,
                         form=form, uncertainty_weight=1.0)
     lq, gt = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
@@ -245,7 +245,7 @@ def test_bad_input_errors():
     with pytest.raises(SpnirError, match="form"):
         NegativeLoss(InputNegatives(), layer_weights={"raw": 1.0}, features=two_level, form="triplet")
     with pytest.raises(SpnirError, match="ratio form"):
-        NegativeLoss(InputNegatives(), layer_weights={"raw": 1.0}, features=two_level, form="ratio", bound=1.0)
+        NegativeLoss(InputNegatives(), layer_weights={"raw": 1.0}, features=two_level, form="ratio", max_distance=1.0)
     with pytest.raises(SpnirError, match="negative source"):
         NegativeLoss(tiny_net(), layer_weights={"raw": 1.0}, features=two_level)
     with pytest.raises(SpnirError, match="at least one"):
@@ -262,7 +262,7 @@ def test_config_switches_build_each_source():
             "data": {"train": {"type": "builtin", "degradations": [{"type": "bicubic", "scale": 2}],
                                "patch_size": 16, "batch_size": 2}},
             "optim": {"lr": 1e-3}, "train": {"total_iter": 2},
-            "spn": {"enabled": True, "feature_weights": "random", "layer_weights": {"relu1_1": 1.0}}}
+            "spn": {"enabled": True, "vgg_weights": "random", "layer_weights": {"relu1_1": 1.0}}}
     model = tiny_sr()
     cases = {
         "source=history": HistoryNegatives,

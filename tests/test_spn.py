@@ -46,7 +46,7 @@ def test_term_equals_formula_computed_by_hand():
 
 def test_gradients_reach_target_only():
     model = tiny_net()
-    vgg = VGGFeatures("vgg16", ["relu1_2", "relu2_2"], weights="random")
+    vgg = VGGFeatures("vgg16", ["relu1_2", "relu2_2"], vgg_weights="random")
     spn = SPN(model, weight=1.0, layer_weights={"relu1_2": 0.5, "relu2_2": 0.5}, features=vgg)
     perturb_(spn.negatives.models[0])
     lq = torch.rand(1, 3, 16, 16)
@@ -177,7 +177,7 @@ def test_state_dict_holds_negatives_not_features():
 
 def test_bound_caps_each_negative_distance():
     model = tiny_net()
-    spn = SPN(model, weight=1.0, layer_weights={"raw": 1.0}, features=two_level_features, bound=1e-3)
+    spn = SPN(model, weight=1.0, layer_weights={"raw": 1.0}, features=two_level_features, max_distance=1e-3)
     perturb_(spn.negatives.models[0], 1.0)
     lq = torch.rand(1, 3, 8, 8)
     out = model(lq)
@@ -189,7 +189,7 @@ def test_bound_caps_each_negative_distance():
 
 def test_auto_weight_tracks_ratio_of_running_averages():
     model = tiny_net()
-    spn = SPN(model, weight="auto", auto_ratio=0.05, layer_weights={"raw": 1.0}, features=two_level_features)
+    spn = SPN(model, weight="auto", target_ratio=0.05, layer_weights={"raw": 1.0}, features=two_level_features)
     perturb_(spn.negatives.models[0])
     lq = torch.rand(2, 3, 8, 8)
     out = model(lq)
@@ -211,7 +211,7 @@ def test_short_training_on_real_images_decreases_loss():
     lq = (gt + 0.1 * torch.randn(gt.shape, generator=gen)).clamp(0, 1)
     model = tiny_net(16)
     spn = SPN(model, weight=0.01, layer_weights={"relu1_2": 0.5, "relu2_2": 0.5},
-              features=VGGFeatures("vgg16", ["relu1_2", "relu2_2"], weights="random"), periods=(5,), decays=(0.5,))
+              features=VGGFeatures("vgg16", ["relu1_2", "relu2_2"], vgg_weights="random"), periods=(5,), decays=(0.5,))
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(40):
@@ -231,7 +231,7 @@ def test_bad_input_errors():
     model = tiny_net()
     with pytest.raises(SpnirError, match="relu9_9"):
         SPN(model, layer_weights={"relu9_9": 1.0}, features="vgg16", vgg_weights="random")
-    vgg = VGGFeatures("vgg16", ["relu1_1"], weights="random")
+    vgg = VGGFeatures("vgg16", ["relu1_1"], vgg_weights="random")
     with pytest.raises(SpnirError, match="relu2_2"):
         SPN(model, layer_weights={"relu2_2": 1.0}, features=vgg)
     with pytest.raises(SpnirError, match="one entry per negative"):

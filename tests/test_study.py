@@ -26,7 +26,7 @@ CONFIG = {
     "val": {"every": 2, "crop_border": 2},
     "checkpoint": {"every": 1, "keep": 1},
     "log": {"every": 1, "progress": False, "tensorboard": False},
-    "spn": {"feature_weights": "random", "layer_weights": {"relu1_1": 1.0}, "weight": "auto"},
+    "spn": {"vgg_weights": "random", "layer_weights": {"relu1_1": 1.0}, "weight": "auto"},
 }
 
 

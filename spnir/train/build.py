@@ -103,10 +103,10 @@ def build_spn(config: Config, model: nn.Module, device: torch.device) -> SPN | N
     cfg = config["spn"]
     if not cfg["enabled"]:
         return None
-    features = VGGFeatures(cfg["features"], list(cfg["layer_weights"]), weights=cfg["feature_weights"],
+    features = VGGFeatures(cfg["features"], list(cfg["layer_weights"]), vgg_weights=cfg["vgg_weights"],
                            input_norm=cfg["input_norm"], range_norm=cfg["range_norm"], seed=config["seed"])
     common = dict(weight=cfg["weight"], layer_weights=cfg["layer_weights"], features=features, form=cfg["form"],
-                  bound=cfg["max_distance"], auto_ratio=cfg["target_ratio"],
+                  max_distance=cfg["max_distance"], target_ratio=cfg["target_ratio"],
                   uncertainty_weight=cfg["uncertainty_weight"], feature_dtype=cfg["feature_dtype"])
     if cfg["source"] == "history":
         return SPN(model, periods=cfg["periods"], decays=cfg["decays"], init_decay=cfg["init_decay"],

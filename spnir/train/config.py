@@ -128,8 +128,8 @@ SCHEMA: dict[str, Any] = {
         "weight": Field("any", 0.001, "weight of the negative term (a number >= 0, or 'auto')"),
         "target_ratio": _pos(0.05, "weight 'auto': negative term / reconstruction loss", kind="float"),
         "features": Field("str", "vgg16", "feature extractor", choices=("vgg16", "vgg19")),
-        "feature_weights": Field("str", "imagenet", "imagenet (cached torchvision file), a file path, or random "
-                                 "(seeded random VGG: not the method's feature space)"),
+        "vgg_weights": Field("str", "imagenet", "imagenet (cached torchvision file), a file path, or random "
+                             "(seeded random VGG: not the method's feature space)"),
         "layer_weights": Field("float_map", {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5},
                                "VGG layer -> weight"),
         "input_norm": Field("bool", True, "ImageNet normalisation of the VGG input"),
@@ -213,6 +213,11 @@ SCHEMA: dict[str, Any] = {
         "tensorboard": Field("bool", True, "write TensorBoard events"),
         "progress": Field("bool", True, "show a progress bar"),
     },
+}
+
+# Keys that had another name: an old config names its key's new name instead of a near match.
+RENAMED: dict[str, str] = {
+    "spn.feature_weights": "spn.vgg_weights",
 }
 
 
@@ -317,6 +322,8 @@ def _validate_section(raw: Any, schema: dict[str, Any], prefix: str, origin: str
         raise SpnirError(f"{origin}: {prefix.rstrip('.') or 'the config'} must be a mapping of settings, "
                          f"got {raw!r}")
     for key in raw:
+        if prefix + str(key) in RENAMED:
+            raise SpnirError(f"{origin}: {prefix + str(key)} was renamed {RENAMED[prefix + str(key)]}")
         if key not in schema:
             near = difflib.get_close_matches(str(key), list(schema), n=2, cutoff=0.6)
             hint = f"; did you mean {' or '.join(prefix + n for n in near)}?" if near else ""

@@ -1,0 +1,89 @@
+"""One name per setting across the Python API, the config keys and the CLI flags."""
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spnir.errors import SpnirError
+from spnir.features import VGGFeatures
+from spnir.spn import SPN, NegativeLoss
+from spnir.train.config import RENAMED, SCHEMA, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+OLD_NAMES = ("feature_weights", "auto_ratio", "bound=")
+
+
+def _minimal(**spn) -> dict:
+    return {"model": {"name": "edsr-baseline", "scale": 2},
+            "data": {"train": {"type": "builtin", "degradations": "sr", "patch_size": 32, "batch_size": 2}},
+            "optim": {"lr": 1e-4}, "train": {"total_iter": 1}, "spn": spn}
+
+
+def test_python_api_and_config_share_the_names():
+    spn_keys = set(SCHEMA["spn"])
+    for cls in (SPN, NegativeLoss):
+        params = set(inspect.signature(cls.__init__).parameters)
+        for name in ("vgg_weights", "max_distance", "target_ratio", "feature_dtype", "layer_weights", "form",
+                     "uncertainty_weight"):
+            assert name in params and name in spn_keys, (cls.__name__, name)
+        assert not {"bound", "auto_ratio", "weights", "feature_weights"} & params
+    vgg = set(inspect.signature(VGGFeatures.__init__).parameters)
+    assert {"vgg_weights", "input_norm", "range_norm"} <= vgg and "weights" not in vgg
+
+
+def test_old_python_names_are_refused_not_aliased():
+    with pytest.raises(TypeError, match="bound"):
+        NegativeLoss(None, layer_weights={"raw": 1.0}, features=lambda x: {"raw": x}, bound=1.0)
+    with pytest.raises(TypeError, match="weights"):
+        VGGFeatures("vgg16", ["relu1_1"], weights="random")
+
+
+def test_renamed_config_key_names_its_new_name():
+    assert RENAMED == {"spn.feature_weights": "spn.vgg_weights"}
+    with pytest.raises(SpnirError, match=r"spn\.feature_weights was renamed spn\.vgg_weights"):
+        validate(_minimal(enabled=True, feature_weights="random"), "old.yml")
+    config = validate(_minimal(enabled=True, vgg_weights="random", max_distance=2.0, target_ratio=0.1))
+    assert config["spn"]["vgg_weights"] == "random"
+
+
+def test_renamed_key_through_set_names_the_new_name(tmp_path):
+    from spnir.train.config import load_config
+
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(_minimal(enabled=True)))
+    with pytest.raises(SpnirError, match="renamed spn.vgg_weights"):
+        load_config(path, ["spn.feature_weights=random"])
+
+
+def test_no_old_spelling_left_in_the_repository():
+    """Configs, docs, examples, benchmarks and experiments use the one name (RENAMED is the only mention)."""
+    files = [p for folder in ("spnir", "configs", "docs", "examples", "bench", "experiments")
+             for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".yml", ".yaml", ".md")]
+    files += [ROOT / "README.md"]
+    hits = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for old in OLD_NAMES:
+            for number, line in enumerate(text.splitlines(), 1):
+                if old in line and "RENAMED" not in line and "was renamed" not in line \
+                        and '"spn.feature_weights":' not in line:
+                    hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not hits, "\n".join(hits)
+
+
+def test_every_shipped_config_validates_with_the_new_names():
+    from spnir.train.config import load_config
+
+    for path in sorted((ROOT / "configs").rglob("*_spn.yml")):
+        assert "vgg_weights" in load_config(path)["spn"], path
+
+
+def test_demo_cli_flag_matches_the_config_key():
+    out = subprocess.run([sys.executable, "-m", "spnir", "demo", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "--vgg-weights" in out

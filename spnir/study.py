@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import yaml
 
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
 from spnir.metrics import MetricSettings
+from spnir.yamlfile import read_yaml
 
 STUDY_KEYS = ("name", "config", "set", "seeds", "settings", "eval", "compare", "baseline")
 
@@ -74,7 +74,7 @@ def load_study(path: str | Path) -> Study:
     path = Path(path)
     if not path.is_file():
         raise SpnirError(f"study file {path} does not exist")
-    raw = yaml.safe_load(path.read_text())
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpnirError(f"{path}: expected a mapping of settings at the top level")
     unknown = [k for k in raw if k not in STUDY_KEYS]

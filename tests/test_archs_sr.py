@@ -142,7 +142,7 @@ def test_swinir_rejects_bad_configuration():
 
 
 def test_sr_scale_errors():
-    with pytest.raises(SpnirError, match="needs a scale"):
+    with pytest.raises(SpnirError, match="needs scale set to one of"):
         create_model("edsr", None)
     with pytest.raises(SpnirError, match="supports scales"):
         create_model("edsr-baseline", 8)

@@ -234,7 +234,7 @@ def test_cli_checkpoint_scale_and_set_errors(tmp_path: Path, capsys: pytest.Capt
     ckpt = save_model_checkpoint(create_model("edsr-baseline", 2, num_feat=8, num_block=1), tmp_path / "e.pth")
     _save(tmp_path / "HR" / "a.png", _rgb(24, 20, 8))
     assert main(["eval", "--checkpoint", str(ckpt), "--scale", "4", "--data", str(tmp_path / "HR")]) == 2
-    assert "trained for scale 2; got scale 4" in capsys.readouterr().err
+    assert "trained for scale 2; got --scale 4" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(ckpt), "--scale", "2", "--data", str(tmp_path / "HR"),
                  "--set", "oops"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err

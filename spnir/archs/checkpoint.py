@@ -42,7 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from spnir.archs.registry import StateDict, checkpoint_filter, create_model, get_preset, list_models
+from spnir.archs.registry import (
+    StateDict, check_overrides, check_scale, checkpoint_filter, create_model, get_preset, list_models,
+)
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
 
@@ -330,6 +332,7 @@ def model_for_inference(
     scale: int | None = None,
     key: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    cli: bool = False,
 ) -> tuple[nn.Module, int]:
     """The model of ``checkpoint`` with its weights loaded, and its scale (1 for presets that do not upscale).
 
@@ -337,8 +340,12 @@ def model_for_inference(
     for a spnir model checkpoint, which records it. When the file records the preset in use, its recorded
     overrides and scale are the starting point: ``overrides`` (test-time options such as NAFNet's
     ``local=True``) go on top, and a ``scale`` other than the recorded one is an error. ``key`` picks the
-    state dict entry (see :func:`load_checkpoint`).
+    state dict entry (see :func:`load_checkpoint`). ``overrides`` are checked against the preset's arguments
+    before the file is read when ``preset`` is given; ``cli=True``: messages name ``--set`` and ``--scale``.
     """
+    where, scale_setting = ("--set ", "--scale") if cli else ("", "scale")
+    if preset is not None:
+        check_overrides(preset, overrides or {}, where)
     content = read_checkpoint(checkpoint)
     recorded = checkpoint_preset(content)
     name = preset or (recorded or {}).get("name")
@@ -352,10 +359,12 @@ def model_for_inference(
         options = {**recorded.get("overrides", {}), **options}
         trained = recorded.get("scale")
         if scale not in (None, trained) and not (trained is None and scale == 1):
-            raise SpnirError(f"{checkpoint}: preset {name!r} was trained for scale {trained or 1}; got scale {scale}")
+            raise SpnirError(f"{checkpoint}: preset {name!r} was trained for scale {trained or 1}; got {scale_setting} {scale}")
         scale = trained if scale is None else scale
     if get_preset(name).scales is None and scale == 1:
         scale = None
+    check_overrides(name, overrides or {}, where)
+    check_scale(name, scale, scale_setting)
     model = create_model(name, scale, **options)
     load_state_into(model, content, key=key, source=str(checkpoint))
     return model, model.spnir_preset["scale"] or 1

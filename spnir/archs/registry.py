@@ -9,10 +9,11 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
+from spnir.archs.arguments import check_arguments
 from spnir.errors import SpnirError
 
 StateDict = dict[str, Any]
@@ -93,19 +94,37 @@ def list_models() -> list[str]:
     return sorted(_PRESETS)
 
 
-def create_model(name: str, scale: int | None = None, **overrides: Any) -> nn.Module:
-    """Build preset ``name`` (``scale`` is required for SR presets and refused by the others)."""
+def check_scale(name: str, scale: int | None, setting: str = "scale") -> None:
+    """Preset ``name`` exists and takes ``scale`` (``setting`` names where the user sets it: ``model.scale``)."""
     preset = get_preset(name)
     if preset.scales is None:
         if scale not in (None, 1):
-            raise SpnirError(f"preset {name!r} does not upscale; got scale={scale}")
-        model = preset.build(**overrides)
-    else:
-        if scale is None:
-            raise SpnirError(f"preset {name!r} needs a scale, one of {preset.scales}")
-        if scale not in preset.scales:
-            raise SpnirError(f"preset {name!r} supports scales {preset.scales}; got scale={scale}")
-        model = preset.build(scale=scale, **overrides)
+            raise SpnirError(f"preset {name!r} does not upscale; got {setting} {scale}")
+    elif scale is None:
+        raise SpnirError(f"preset {name!r} needs {setting} set to one of {preset.scales}")
+    elif scale not in preset.scales:
+        raise SpnirError(f"preset {name!r} supports scales {preset.scales}; got {setting} {scale}")
+
+
+def check_overrides(name: str, overrides: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """``overrides`` checked against preset ``name``'s arguments (names and types from its signature, see
+    :mod:`spnir.archs.arguments`); ``where`` prefixes each name in messages (``"model.args."``, ``"--set "``)."""
+    return check_arguments(get_preset(name).build, overrides, f"preset {name!r}", where, skip=("scale",))
+
+
+def create_model(name: str, scale: int | None = None, **overrides: Any) -> nn.Module:
+    """Build preset ``name`` (``scale`` is required for SR presets and refused by the others); unknown or
+    mistyped overrides are refused naming the argument (:func:`check_overrides`)."""
+    preset = get_preset(name)
+    check_scale(name, scale)
+    overrides = check_overrides(name, overrides)
+    scale_arg = {} if preset.scales is None else {"scale": scale}
+    try:
+        model = preset.build(**scale_arg, **overrides)
+    except (TypeError, ValueError) as exc:
+        if not overrides or isinstance(exc, SpnirError):
+            raise
+        raise SpnirError(f"preset {name!r} cannot be built with {overrides}: {exc}") from exc
     model.spnir_preset = {"name": name, "scale": scale, "overrides": dict(overrides)}
     return model
 

@@ -67,7 +67,8 @@ def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -
 
     if not args.checkpoint:
         raise SpnirError(f"--model {args.model} needs --checkpoint PATH (its trained weights)")
-    model, _ = model_for_inference(args.checkpoint, args.model, scale, args.key, parse_overrides(args.overrides))
+    model, _ = model_for_inference(args.checkpoint, args.model, scale, args.key, parse_overrides(args.overrides),
+                                   cli=True)
     model.eval().to(device)
     return (lambda lq: model(lq).clamp(0, 1)), model.spnir_preset["name"]
 

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.half and device.type != "cuda":
         raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
     model, scale = model_for_inference(args.checkpoint, args.model, args.scale, args.key,
-                                       parse_overrides(args.overrides))
+                                       parse_overrides(args.overrides), cli=True)
     model = model.eval().to(device)
     if args.half:
         model = model.half()

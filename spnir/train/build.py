@@ -5,7 +5,6 @@ than an image, missing VGG weights) fails here, before the first iteration.
 """
 from __future__ import annotations
 
-import importlib
 import math
 import random
 from typing import Any, Iterator
@@ -27,7 +26,7 @@ from spnir.losses import build_loss
 from spnir.metrics import MetricSettings
 from spnir.negative_sources import DegradedGTNegatives, FrozenNegatives, InputNegatives
 from spnir.spn import SPN, NegativeLoss
-from spnir.train.config import Config, expand_path
+from spnir.train.config import Config, expand_path, import_factory
 from spnir.train.distributed import DistContext, ShardedBatchSampler
 from spnir.train.optim import build_optimizer, build_scheduler
 from spnir.train.trainer import TrainParts
@@ -45,12 +44,7 @@ def build_model(model_cfg: Config) -> nn.Module:
     """A preset from :mod:`spnir.archs`, or ``module:callable`` (called with ``scale`` when set, and args)."""
     name, scale, args = model_cfg["name"], model_cfg["scale"], model_cfg["args"]
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise SpnirError(f"model.name = {name!r}: cannot import {attr} from {module_name}: {exc}") from exc
-        model = factory(**({"scale": scale} if scale else {}), **args)
+        model = import_factory(name)(**({"scale": scale} if scale else {}), **args)
     else:
         model = create_model(name, scale, **args)
     if model_cfg["pretrained"]:
@@ -68,8 +62,6 @@ def _source(entry: Config, scale: int, where: str) -> tuple[Dataset, Any]:
                               layout=entry["layout"], scale=scale, pairs=pairs)
         return folder, None
     degradation = build_degradation(entry["degradations"], where=f"{where}.degradations")
-    if degradation.scale != scale:
-        raise SpnirError(f"{where}.degradations scale by {degradation.scale}, but model.scale is {scale}")
     if kind == "clean":
         return CleanImages.from_folder(expand_path(entry["gt"], f"{where}.gt")), degradation
     return CleanImages.builtin(entry["split"]), degradation
@@ -121,13 +113,8 @@ def build_negative_source(cfg: Config, seed: int) -> nn.Module:
         return InputNegatives()
     if cfg["source"] == "frozen":
         paths = cfg["frozen"] if isinstance(cfg["frozen"], list) else [cfg["frozen"]]
-        if not paths:
-            raise SpnirError("spn.source = frozen needs spn.frozen: a list of spnir model checkpoint files")
         return FrozenNegatives([model_from_checkpoint(expand_path(str(p), f"spn.frozen[{i}]"))
                                 for i, p in enumerate(paths)])
-    if not cfg["degradations"]:
-        raise SpnirError("spn.source = degraded-gt needs spn.degradations, e.g. [{type: blur, sigma: [0.5, 2]}, "
-                         "{type: noise, sigma: [0, 15]}]")
     return DegradedGTNegatives(cfg["degradations"], seed=seed, count=cfg["count"])
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 import yaml
 
 from spnir.errors import SpnirError
+from spnir.yamlfile import read_yaml
 
 Config = dict[str, Any]
 _REQUIRED = object()
@@ -231,8 +232,9 @@ def load_config(
 ) -> Config:
     """Read, map (BasicSR-style files), override and validate a config; return it with defaults filled in.
 
-    ``overrides`` are ``"dotted.key=value"`` strings (values parsed as YAML). ``notes`` collects what the
-    BasicSR mapping ignored (settings with no effect here).
+    ``overrides`` are ``"dotted.key=value"`` strings (values parsed as YAML); an error about a value one of
+    them set names that ``--set``, not the file. ``notes`` collects what the BasicSR mapping ignored
+    (settings with no effect here).
     """
     if isinstance(source, dict):
         raw, origin = _with_base(copy.deepcopy(source), Path.cwd(), "config", ()), "config"
@@ -244,18 +246,14 @@ def load_config(
         raw = map_basicsr_options(raw, origin, notes if notes is not None else [])
     if raw.get("name") is None and not isinstance(source, dict):
         raw["name"] = Path(source).stem
-    for item in overrides:
-        apply_override(raw, item)
-    return validate(raw, origin)
+    applied = tuple((apply_override(raw, item), f"--set {item.strip()}") for item in overrides)
+    return validate(raw, Origin(origin, applied))
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...]) -> Config:
     if not path.is_file():
         raise SpnirError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpnirError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpnirError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
     return _with_base(raw, path.parent, str(path), chain + (path.resolve(),))
@@ -283,12 +281,14 @@ def _is_basicsr(raw: Config) -> bool:
     return "network_g" in raw or "datasets" in raw
 
 
-def apply_override(config: Config, item: str) -> None:
-    """Set ``a.b.c=value`` in ``config`` (value parsed as YAML, so ``[1, 2]`` is a list)."""
+def apply_override(config: Config, item: str) -> str:
+    """Set ``a.b.c=value`` in ``config`` (value parsed as YAML, so ``[1, 2]`` is a list); returns the key."""
     if "=" not in item:
         raise SpnirError(f"--set {item!r}: expected key=value, e.g. optim.lr=2e-4")
     key, text = item.split("=", 1)
     key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise SpnirError(f"--set {item!r}: expected a dotted key before '=', e.g. optim.lr=2e-4")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -303,23 +303,43 @@ def apply_override(config: Config, item: str) -> None:
             raise SpnirError(f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section")
         node = child
     node[parts[-1]] = value
+    return key
 
 
 # ------------------------------------------------------------------------------------------- validation
 
 
-def validate(raw: Config, origin: str = "config") -> Config:
-    """Check ``raw`` against :data:`SCHEMA`; return a new config with defaults filled in."""
+@dataclass(frozen=True)
+class Origin:
+    """Where a config's values came from, for messages: its file, or the ``--set`` that gave a key its value."""
+
+    source: str = "config"
+    overrides: tuple[tuple[str, str], ...] = ()  # (dotted key, "--set key=value") in the order applied
+
+    def at(self, *keys: str) -> str:
+        """The last ``--set`` that set one of ``keys`` (or a section holding it), else the file."""
+        for set_key, item in reversed(self.overrides):
+            if any(k == set_key or k.startswith((set_key + ".", set_key + "[")) for k in keys):
+                return item
+        return self.source
+
+
+def validate(raw: Config, origin: str | Origin = "config") -> Config:
+    """Check ``raw`` against :data:`SCHEMA` and everything a run checks before it starts (see
+    :func:`check_runnable`); return a new config with defaults filled in. ``spnir train --print-config``
+    and training share this one check."""
+    origin = origin if isinstance(origin, Origin) else Origin(origin)
     config = _validate_section(raw, SCHEMA, "", origin)
-    _check_consistency(config, origin)
+    check_runnable(config, origin)
     return config
 
 
-def _validate_section(raw: Any, schema: dict[str, Any], prefix: str, origin: str) -> Config:
+def _validate_section(raw: Any, schema: dict[str, Any], prefix: str, origin: Origin) -> Config:
     if raw is None:
         raw = {}
+    section = prefix.rstrip(".")
     if not isinstance(raw, dict):
-        raise SpnirError(f"{origin}: {prefix.rstrip('.') or 'the config'} must be a mapping of settings, "
+        raise SpnirError(f"{origin.at(section)}: {section or 'the config'} must be a mapping of settings, "
                          f"got {raw!r}")
     for key in raw:
         if prefix + str(key) in RENAMED:
@@ -327,7 +347,7 @@ def _validate_section(raw: Any, schema: dict[str, Any], prefix: str, origin: str
         if key not in schema:
             near = difflib.get_close_matches(str(key), list(schema), n=2, cutoff=0.6)
             hint = f"; did you mean {' or '.join(prefix + n for n in near)}?" if near else ""
-            raise SpnirError(f"{origin}: unknown key {prefix + str(key)!r}{hint} "
+            raise SpnirError(f"{origin.at(prefix + str(key))}: unknown key {prefix + str(key)!r}{hint} "
                              f"(known here: {', '.join(schema)})")
     out: Config = {}
     for key, spec in schema.items():
@@ -337,18 +357,18 @@ def _validate_section(raw: Any, schema: dict[str, Any], prefix: str, origin: str
             continue
         if key not in raw:
             if spec.default is _REQUIRED:
-                raise SpnirError(f"{origin}: missing required key {name!r} ({spec.doc})")
+                raise SpnirError(f"{origin.at(section)}: missing required key {name!r} ({spec.doc})")
             out[key] = copy.deepcopy(spec.default)
             continue
         out[key] = _check_value(raw[key], spec, name, origin)
     return out
 
 
-def _check_value(value: Any, spec: Field, name: str, origin: str) -> Any:
+def _check_value(value: Any, spec: Field, name: str, origin: Origin) -> Any:
     if value is None:
         if spec.nullable or spec.default is None:
             return None
-        raise SpnirError(f"{origin}: {name} must not be empty; expected {_describe(spec)}")
+        raise SpnirError(f"{origin.at(name)}: {name} must not be empty; expected {_describe(spec)}")
     value = _coerce(value, spec, name, origin)
     if spec.choices is not None and value not in spec.choices:
         lowered = {str(c).lower(): c for c in spec.choices}
@@ -357,9 +377,9 @@ def _check_value(value: Any, spec: Field, name: str, origin: str) -> Any:
         else:
             near = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise SpnirError(f"{origin}: {name} = {value!r} is not one of {list(spec.choices)}{hint}")
+            raise SpnirError(f"{origin.at(name)}: {name} = {value!r} is not one of {list(spec.choices)}{hint}")
     if spec.check is not None and not spec.check(value):
-        raise SpnirError(f"{origin}: {name} = {value!r}: expected {_describe(spec)}")
+        raise SpnirError(f"{origin.at(name)}: {name} = {value!r}: expected {_describe(spec)}")
     return value
 
 
@@ -391,8 +411,8 @@ def _number(value: Any, kind: str) -> Any:
     return float(value)
 
 
-def _coerce(value: Any, spec: Field, name: str, origin: str) -> Any:
-    bad = SpnirError(f"{origin}: {name} = {value!r} ({type(value).__name__}): expected {_describe(spec)}")
+def _coerce(value: Any, spec: Field, name: str, origin: Origin) -> Any:
+    bad = SpnirError(f"{origin.at(name)}: {name} = {value!r} ({type(value).__name__}): expected {_describe(spec)}")
     kind = spec.kind
     if kind in ("int", "float"):
         number = _number(value, kind)
@@ -434,58 +454,140 @@ def _coerce(value: Any, spec: Field, name: str, origin: str) -> Any:
     return copy.deepcopy(value)
 
 
-def _check_consistency(config: Config, origin: str) -> None:
-    """Rules that involve several keys."""
-    train, spn, sched = config["train"], config["spn"], config["scheduler"]
-    if (train["total_iter"] is None) == (train["epochs"] is None):
-        raise SpnirError(f"{origin}: set exactly one of train.total_iter and train.epochs")
-    if sched["unit"] == "epoch" and train["epochs"] is None:
-        raise SpnirError(f"{origin}: scheduler.unit = epoch needs train.epochs")
-    if sched["type"] == "multistep" and sorted(sched["milestones"]) != sched["milestones"]:
-        raise SpnirError(f"{origin}: scheduler.milestones must increase; got {sched['milestones']}")
-    if sched["type"] == "cosine_restarts":
-        if not sched["periods"]:
-            raise SpnirError(f"{origin}: scheduler.type cosine_restarts needs scheduler.periods")
-        if sched["restart_weights"] and len(sched["restart_weights"]) != len(sched["periods"]):
-            raise SpnirError(f"{origin}: scheduler.restart_weights needs one entry per period "
-                             f"({len(sched['periods'])}); got {sched['restart_weights']}")
-    if spn["enabled"]:
-        weight = spn["weight"]
-        if weight != "auto" and (_number(weight, "float") is None or _number(weight, "float") < 0):
-            raise SpnirError(f"{origin}: spn.weight = {weight!r}: expected a number >= 0 or 'auto'")
-        if weight != "auto":
-            spn["weight"] = _number(weight, "float")
-        if len(spn["periods"]) != len(spn["decays"]):
-            raise SpnirError(f"{origin}: spn.periods ({spn['periods']}) and spn.decays ({spn['decays']}) "
-                             f"need one entry per negative")
-        if not spn["layer_weights"]:
-            raise SpnirError(f"{origin}: spn.layer_weights is empty; name at least one VGG layer")
+def check_runnable(config: Config, origin: str | Origin = "config") -> None:
+    """What a run would refuse at its start, checked from the settings alone (no data, no weights are read):
+    rules across keys, the model preset with its scale and ``model.args``, the loss, each data set's
+    degradations against the model's scale, the patch size, the SPN options."""
+    origin = origin if isinstance(origin, Origin) else Origin(origin)
+    _check_schedule(config, origin)
+    _check_model(config["model"], origin)
+    _check_spn(config["spn"], origin)
     from spnir.losses import build_loss
 
     loss = config["loss"]
-    build_loss({"type": loss["type"], "loss_weight": loss["weight"], **loss["args"]})  # names and arguments
+    try:
+        build_loss({"type": loss["type"], "loss_weight": loss["weight"], **loss["args"]})  # names and arguments
+    except SpnirError as exc:
+        raise SpnirError(f"{origin.at('loss')}: {exc}") from None
     metrics = config["val"]["metrics"]
     if not isinstance(metrics, list) or not set(metrics) <= {"psnr", "ssim"}:
-        raise SpnirError(f"{origin}: val.metrics = {metrics!r}: expected a list drawn from [psnr, ssim]")
-    for entry in [config["data"]["train"], *config["data"]["val"]]:
-        _check_source(entry, origin)
+        raise SpnirError(f"{origin.at('val.metrics')}: val.metrics = {metrics!r}: expected a list drawn from "
+                         f"[psnr, ssim]")
+    scale = config["model"]["scale"] or 1
+    _check_source(config["data"]["train"], "data.train", scale, origin)
+    for i, entry in enumerate(config["data"]["val"]):
+        _check_source(entry, f"data.val[{i}]", scale, origin)
+    patch = config["data"]["train"]["patch_size"]
+    if patch % scale:
+        raise SpnirError(f"{origin.at('data.train.patch_size', 'model.scale')}: data.train.patch_size {patch} is "
+                         f"not a multiple of model.scale {scale} (the LQ patch is patch_size / scale pixels)")
 
 
-def _check_source(source: Config, origin: str) -> None:
+def _check_schedule(config: Config, origin: Origin) -> None:
+    train, sched = config["train"], config["scheduler"]
+    if (train["total_iter"] is None) == (train["epochs"] is None):
+        raise SpnirError(f"{origin.at('train.total_iter', 'train.epochs')}: set exactly one of train.total_iter "
+                         f"and train.epochs")
+    if sched["unit"] == "epoch" and train["epochs"] is None:
+        raise SpnirError(f"{origin.at('scheduler.unit', 'train.epochs')}: scheduler.unit = epoch needs train.epochs")
+    if sched["type"] == "multistep" and sorted(sched["milestones"]) != sched["milestones"]:
+        raise SpnirError(f"{origin.at('scheduler.milestones')}: scheduler.milestones must increase; "
+                         f"got {sched['milestones']}")
+    if sched["type"] == "cosine_restarts":
+        if not sched["periods"]:
+            raise SpnirError(f"{origin.at('scheduler.type', 'scheduler.periods')}: scheduler.type cosine_restarts "
+                             f"needs scheduler.periods")
+        if sched["restart_weights"] and len(sched["restart_weights"]) != len(sched["periods"]):
+            raise SpnirError(f"{origin.at('scheduler.restart_weights', 'scheduler.periods')}: "
+                             f"scheduler.restart_weights needs one entry per period ({len(sched['periods'])}); "
+                             f"got {sched['restart_weights']}")
+
+
+def _check_model(model: Config, origin: Origin) -> None:
+    """The preset (or ``module:callable``) exists, takes ``model.scale`` and accepts ``model.args``."""
+    from spnir.archs.arguments import ArgumentError, check_arguments
+    from spnir.archs.registry import check_overrides, check_scale
+
+    name = model["name"]
+    try:
+        if ":" in name:
+            check_arguments(import_factory(name), model["args"], f"model {name}", "model.args.", skip=("scale",))
+        else:
+            check_scale(name, model["scale"], "model.scale")
+            model["args"] = check_overrides(name, model["args"], "model.args.")
+    except ArgumentError as exc:
+        raise SpnirError(f"{origin.at('model.args.' + exc.key)}: {exc}") from None
+    except SpnirError as exc:
+        raise SpnirError(f"{origin.at('model.name', 'model.scale')}: {exc}") from None
+
+
+def import_factory(name: str) -> Any:
+    """The callable ``module:attr`` names (``model.name`` of a custom model)."""
+    import importlib
+
+    module_name, _, attr = name.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SpnirError(f"model.name = {name!r}: cannot import {attr} from {module_name}: {exc}") from exc
+
+
+def _check_spn(spn: Config, origin: Origin) -> None:
+    if not spn["enabled"]:
+        return
+    weight = spn["weight"]
+    if weight != "auto" and (_number(weight, "float") is None or _number(weight, "float") < 0):
+        raise SpnirError(f"{origin.at('spn.weight')}: spn.weight = {weight!r}: expected a number >= 0 or 'auto'")
+    if weight != "auto":
+        spn["weight"] = _number(weight, "float")
+    if spn["source"] == "history" and len(spn["periods"]) != len(spn["decays"]):
+        raise SpnirError(f"{origin.at('spn.periods', 'spn.decays')}: spn.periods ({spn['periods']}) and "
+                         f"spn.decays ({spn['decays']}) need one entry per negative")
+    if not spn["layer_weights"]:
+        raise SpnirError(f"{origin.at('spn.layer_weights')}: spn.layer_weights is empty; name at least one VGG layer")
+    from spnir.features import layer_names
+
+    known = layer_names(spn["features"])
+    unknown = [k for k in spn["layer_weights"] if k not in known]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise SpnirError(f"{origin.at('spn.layer_weights', 'spn.features')}: spn.layer_weights names {unknown}"
+                         f"{hint}, which spn.features {spn['features']} does not have; its layers: "
+                         f"{', '.join(known)}")
+    if spn["max_distance"] is not None and spn["form"] != "difference":
+        raise SpnirError(f"{origin.at('spn.max_distance', 'spn.form')}: spn.max_distance caps the distance of "
+                         f"spn.form difference; spn.form {spn['form']} takes no max_distance")
+    if spn["source"] == "frozen" and not spn["frozen"]:
+        raise SpnirError(f"{origin.at('spn.source', 'spn.frozen')}: spn.source = frozen needs spn.frozen: a list "
+                         f"of spnir model checkpoint files")
+    if spn["source"] == "degraded-gt":
+        if not spn["degradations"]:
+            raise SpnirError(f"{origin.at('spn.source', 'spn.degradations')}: spn.source = degraded-gt needs "
+                             f"spn.degradations, e.g. [{{type: blur, sigma: [0.5, 2]}}, {{type: noise, sigma: [0, 15]}}]")
+        from spnir.data.degrade import build_degradation
+
+        build_degradation(spn["degradations"], where=f"{origin.at('spn.degradations')}: spn.degradations")
+
+
+def _check_source(source: Config, key: str, scale: int, origin: Origin) -> None:
     kind = source["type"]
-    where = f"data set {source.get('name', 'train')!r}"
+    where = f"{origin.at(key)}: {key}" + (f" ({source['name']!r})" if "name" in source else "")
     if kind == "paired" and (source["lq"] is None or source["gt"] is None):
-        raise SpnirError(f"{origin}: {where} of type paired needs both lq and gt folders")
+        raise SpnirError(f"{where} of type paired needs both lq and gt folders")
     if kind == "clean" and source["gt"] is None:
-        raise SpnirError(f"{origin}: {where} of type clean needs a gt folder")
+        raise SpnirError(f"{where} of type clean needs a gt folder")
     if kind in ("clean", "builtin") and not source["degradations"]:
-        raise SpnirError(f"{origin}: {where} of type {kind} needs degradations, e.g. [{{type: bicubic, scale: 4}}]")
+        raise SpnirError(f"{where} of type {kind} needs degradations, e.g. [{{type: bicubic, scale: 4}}]")
     if kind == "paired" and source["degradations"]:
-        raise SpnirError(f"{origin}: {where}: degradations apply to clean/builtin sets, not to paired folders")
+        raise SpnirError(f"{where}: degradations apply to clean/builtin sets, not to paired folders")
     if source["degradations"]:
         from spnir.data.degrade import build_degradation
 
-        build_degradation(source["degradations"], where=f"{origin}: {where} degradations")
+        degradation = build_degradation(source["degradations"], where=f"{where}.degradations")
+        if degradation.scale != scale:
+            raise SpnirError(f"{origin.at(key, 'model.scale')}: {key}.degradations scale by {degradation.scale}, "
+                             f"but model.scale is {scale}")
 
 
 # ------------------------------------------------------------------------------------------ env paths

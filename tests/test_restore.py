@@ -155,7 +155,7 @@ def test_cli_model_output_error_names_the_image(tmp_path, monkeypatch, capsys):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"")
     # a x2 model believed to be x4: the tile runner's size check fails for this image
-    monkeypatch.setattr(checkpoint, "model_for_inference", lambda *args: (PixelwiseSR(2), 4))
+    monkeypatch.setattr(checkpoint, "model_for_inference", lambda *args, **kwargs: (PixelwiseSR(2), 4))
     assert main(["restore", str(tmp_path / "x.png"), "--checkpoint", str(weights), "--out", str(tmp_path / "o"),
                  "--device", "cpu"]) == 2
     err = capsys.readouterr().err

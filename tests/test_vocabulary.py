@@ -19,7 +19,7 @@ OLD_NAMES = ("feature_weights", "auto_ratio", "bound=")
 
 
 def _minimal(**spn) -> dict:
-    return {"model": {"name": "edsr-baseline", "scale": 2},
+    return {"model": {"name": "edsr-baseline", "scale": 4},
             "data": {"train": {"type": "builtin", "degradations": "sr", "patch_size": 32, "batch_size": 2}},
             "optim": {"lr": 1e-4}, "train": {"total_iter": 1}, "spn": spn}
 

@@ -342,8 +342,9 @@ def _validate_section(raw: Any, schema: dict[str, Any], prefix: str, origin: Ori
         raise SpnirError(f"{origin.at(section)}: {section or 'the config'} must be a mapping of settings, "
                          f"got {raw!r}")
     for key in raw:
-        if prefix + str(key) in RENAMED:
-            raise SpnirError(f"{origin}: {prefix + str(key)} was renamed {RENAMED[prefix + str(key)]}")
+        dotted = prefix + str(key)
+        if dotted in RENAMED:
+            raise SpnirError(f"{origin.at(dotted)}: {dotted} was renamed {RENAMED[dotted]}")
         if key not in schema:
             near = difflib.get_close_matches(str(key), list(schema), n=2, cutoff=0.6)
             hint = f"; did you mean {' or '.join(prefix + n for n in near)}?" if near else ""

@@ -23,6 +23,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _progress_arguments() -> argparse.ArgumentParser:
+    """``--quiet``, ``--no-progress``, ``--status-every``: how every command reports progress."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("progress (every command)")
+    group.add_argument("--quiet", action="store_true",
+                       help="no progress output at all: no bar, no status lines (also: SPNIR_QUIET=1)")
+    group.add_argument("--no-progress", action="store_true",
+                       help="no progress bar, plain status lines instead (as when the output is not a terminal)")
+    group.add_argument("--status-every", type=float, default=60.0, metavar="SECONDS",
+                       help="seconds between status lines when there is no bar (default 60)")
+    return common
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -31,13 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    common = _progress_arguments()
     for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         if name == chosen:
             importlib.import_module(f"spnir.commands.{module_name}").add_arguments(p)
     args = parser.parse_args(argv)
     module = importlib.import_module(f"spnir.commands.{COMMANDS[args.command][0]}")
     try:
+        from spnir.progress import configure
+
+        configure(quiet=args.quiet, bar=not args.no_progress, status_every=args.status_every)
         return int(module.run(args) or 0)
     except SpnirError as exc:
         print(f"spnir {args.command}: error: {exc}", file=sys.stderr)

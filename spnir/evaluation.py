@@ -178,7 +178,7 @@ class Evaluator:
     lr_protocol: LrProtocol = "rgb8"
     on_error: OnError = "skip"
     device: torch.device | str = "cpu"
-    show_progress: bool | None = None  # None: only on a terminal
+    show_progress: bool = True  # False: no bar and no status lines (see spnir.progress)
 
     def __post_init__(self) -> None:
         if self.on_error not in ("skip", "stop"):

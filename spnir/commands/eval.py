@@ -49,7 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help="a bad image is skipped and reported (default) or stops the run")
     add_runtime_arguments(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _scale(args: argparse.Namespace) -> int:
@@ -108,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
     # The published bicubic rows come from MATLAB's script that resizes Y alone, in float (see evaluation doc).
     classic = method == "Bicubic" and args.convention == "matlab" and channel == "y"
     evaluator = Evaluator(restore, settings, scale=scale, lr_protocol="classic" if classic else "rgb8",
-                          on_error=args.on_error, device=device,
-                          show_progress=False if args.no_progress else None)
+                          on_error=args.on_error, device=device)
     results = [evaluator.run_set(s) for s in sets]
     caption = settings.describe() + (f", x{scale}" if args.task == "sr" else f", {args.task}")
     if classic:

@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from spnir.commands import add_runtime_arguments, runtime_device
 from spnir.errors import SpnirError
+from spnir.progress import note, progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if args.half:
         model = model.half()
     out_dir = Path(args.out)
-    for path in tqdm(files, desc="restore", unit="img"):
+    for path in progress(files, desc="restore", unit="img"):
         image = load_image(path)
-        for note in image.notes:
-            tqdm.write(f"{path}: {note}")
+        for text in image.notes:
+            note(f"{path}: {text}")
         try:
             restored = restore_image(model, image.data, scale, tile=args.tile, tile_overlap=args.tile_overlap,
                                      self_ensemble=args.self_ensemble)

@@ -212,7 +212,8 @@ SCHEMA: dict[str, Any] = {
     "log": {
         "every": _pos(100, "log losses every N iterations"),
         "tensorboard": Field("bool", True, "write TensorBoard events"),
-        "progress": Field("bool", True, "show a progress bar"),
+        "progress": Field("bool", True, "a progress bar on an interactive terminal (false, or output that is not "
+                          "a terminal: a plain status line every --status-every seconds)"),
     },
 }
 

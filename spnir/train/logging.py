@@ -1,5 +1,6 @@
-"""What a run reports: a progress bar (iteration, losses, it/s, ETA), TensorBoard events and a CSV of the
-same scalars, and a plain-text log of messages. Only the main process writes; other ranks get a silent logger.
+"""What a run reports: its progress (iteration, losses, it/s, ETA; a bar on a terminal, plain status lines
+otherwise, see :mod:`spnir.progress`), TensorBoard events and a CSV of the same scalars, and a plain-text log
+of messages. Only the main process writes; other ranks get a silent logger.
 
 ``scalars.csv`` is long-format (``iteration,name,value``), so new scalars never break its header. A resumed
 run first drops the rows a killed run wrote after its last checkpoint, so the file has each iteration once.
@@ -12,18 +13,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+from spnir.progress import Progress
 
 
 class RunLogger:
-    """Progress bar + ``scalars.csv`` + TensorBoard (``tb/``) + ``train.log`` in ``folder``."""
+    """Progress + ``scalars.csv`` + TensorBoard (``tb/``) + ``train.log`` in ``folder``.
+
+    ``progress``: show a bar on an interactive terminal (``log.progress``); without one, plain status lines.
+    """
 
     def __init__(self, folder: str | Path | None, total_iter: int, start_iter: int = 0,
                  tensorboard: bool = True, progress: bool = True) -> None:
         self.enabled = folder is not None
         self.folder = Path(folder) if folder is not None else None
         self._writer: Any = None
-        self._bar: tqdm | None = None
+        self._progress: Progress | None = None
         self._start_time, self._start_iter = time.monotonic(), start_iter
         if not self.enabled:
             return
@@ -40,16 +44,12 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.folder / "tb"), purge_step=start_iter or None)
-        if progress:
-            self._bar = tqdm(total=total_iter, initial=start_iter, unit="it", dynamic_ncols=True,
-                             desc="train", smoothing=0.05)
+        self._progress = Progress("train", total_iter, "it", initial=start_iter, bar=progress)
 
     def progress(self, iteration: int, losses: dict[str, float]) -> None:
-        """Advance the bar to ``iteration`` showing the current loss values."""
-        if self._bar is None:
-            return
-        self._bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
-        self._bar.update(iteration - self._bar.n)
+        """Report that ``iteration`` is done, with the current loss values."""
+        if self._progress is not None:
+            self._progress.update(iteration, losses)
 
     def scalars(self, iteration: int, values: dict[str, float]) -> None:
         """Write ``values`` (name -> number) at ``iteration`` to the CSV and TensorBoard."""
@@ -68,22 +68,18 @@ class RunLogger:
         return done / elapsed if elapsed > 0 else math.nan
 
     def message(self, text: str) -> None:
-        """Print above the bar and append to ``train.log``."""
+        """Print (above the bar, if any) and append to ``train.log``."""
         if not self.enabled:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        if self._bar is not None:
-            self._bar.write(text)
-        else:
-            print(text, flush=True)
+        self._progress.write(text)
         self._log_file.write(f"{stamp} {text}\n")
         self._log_file.flush()
 
     def close(self) -> None:
         if not self.enabled:
             return
-        if self._bar is not None:
-            self._bar.close()
+        self._progress.close()
         if self._writer is not None:
             self._writer.close()
         self._csv_file.close()

@@ -17,7 +17,7 @@ import torch
 
 from spnir.errors import SpnirError
 from spnir.metrics import MetricSettings
-from spnir.vgg_weights import cached_vgg_path
+from spnir.vgg_weights import cached_vgg_path, resolve_vgg_weights
 
 SCALE = 2
 
@@ -62,6 +62,7 @@ class DemoRun:
 def choose_vgg_weights(requested: str | None) -> tuple[str, str]:
     """The VGG weights for the SPN run and a sentence saying which feature space that is."""
     if requested is not None:
+        resolve_vgg_weights("vgg16", requested, ask_random="--vgg-weights random")  # missing: say so now
         return requested, f"VGG16 weights as requested: {requested}"
     if cached_vgg_path("vgg16").is_file():
         return "imagenet", f"ImageNet VGG16 from {cached_vgg_path('vgg16')} (the method's feature space)"

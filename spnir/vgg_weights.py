@@ -33,11 +33,13 @@ def cached_vgg_path(kind: str) -> Path:
     return hub_checkpoint_dir() / TORCHVISION_FILES[_check_kind(kind)]
 
 
-def resolve_vgg_weights(kind: str, vgg_weights: str | os.PathLike | None = "imagenet") -> Path | None:
+def resolve_vgg_weights(kind: str, vgg_weights: str | os.PathLike | None = "imagenet",
+                        ask_random: str = "vgg_weights='random'") -> Path | None:
     """The ImageNet weight file to load for ``kind``, or ``None`` for ``vgg_weights="random"``.
 
     ``vgg_weights`` is ``"imagenet"`` (look in the torch hub cache), ``"random"``, or a path to a
-    torchvision-format file.
+    torchvision-format file. ``ask_random`` is how the caller's user asks for random weights, for the message
+    of missing ImageNet weights (``--vgg-weights random`` on the command line).
     """
     _check_kind(kind)
     if vgg_weights is None or str(vgg_weights) == "random":
@@ -48,9 +50,9 @@ def resolve_vgg_weights(kind: str, vgg_weights: str | os.PathLike | None = "imag
             raise SpnirError(
                 f"ImageNet {kind} weights not found at {path}. Place them with "
                 f"`spnir weights {kind} --from FILE` (torchvision's {TORCHVISION_FILES[kind]}), "
-                f"or `spnir weights {kind}` on a machine that is online; or pass a path. "
+                f"or `spnir weights {kind}` on a machine that is online; or give the file's path instead of imagenet. "
                 f"To train against seeded random VGG features instead (not the method's feature space), "
-                f"ask for it explicitly with vgg_weights='random'."
+                f"ask for it explicitly with {ask_random}."
             )
         return path
     path = Path(vgg_weights).expanduser()
@@ -73,6 +75,20 @@ def expected_hash_prefix(kind: str) -> str:
     return TORCHVISION_FILES[_check_kind(kind)].rsplit("-", 1)[1].split(".")[0]
 
 
+def verify_vgg_file(kind: str, path: str | os.PathLike) -> Path:
+    """``path`` if it is torchvision's ImageNet ``kind`` file (sha256 prefix of its released name), else an error."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise SpnirError(f"{path}: no such file")
+    actual, prefix = sha256_of(path), expected_hash_prefix(kind)
+    if not actual.startswith(prefix):
+        raise SpnirError(
+            f"{path}: sha256 {actual[:8]}... does not match torchvision's {TORCHVISION_FILES[kind]} "
+            f"(expected prefix {prefix}); this is not the ImageNet {kind} file"
+        )
+    return path
+
+
 def install_vgg_weights(kind: str, source: str | os.PathLike | None = None) -> Path:
     """Place torchvision's ``kind`` weights in the hub cache, verifying the sha256 prefix of its name.
 
@@ -91,15 +107,7 @@ def install_vgg_weights(kind: str, source: str | os.PathLike | None = None) -> P
                 f"`spnir weights {kind} --from FILE`"
             ) from exc
         return dest
-    source = Path(source).expanduser()
-    if not source.is_file():
-        raise SpnirError(f"{source}: no such file")
-    actual = sha256_of(source)
-    if not actual.startswith(prefix):
-        raise SpnirError(
-            f"{source}: sha256 {actual[:8]}... does not match torchvision's {TORCHVISION_FILES[kind]} "
-            f"(expected prefix {prefix}); this is not the ImageNet {kind} file"
-        )
+    source = verify_vgg_file(kind, source)
     with atomic_path(dest) as tmp:
         shutil.copyfile(source, tmp)
     return dest

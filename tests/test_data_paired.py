@@ -46,14 +46,14 @@ def test_sr_hr_not_multiple_of_scale_is_mod_cropped(tmp_path):
 def test_sr_size_mismatch_says_sizes_and_scale(tmp_path):
     write(tmp_path / "HR" / "0001.png", 40, 24)
     write(tmp_path / "LR" / "0001x4.png", 8, 6)
-    with pytest.raises(SpnirError, match=r"0001x4.png.*8x6.*40x24.*scale=4.*32x24"):
+    with pytest.raises(SpnirError, match=r"0001x4.png.*8x6.*40x24.*at scale 4.*32x24"):
         PairedFolder(tmp_path / "LR", tmp_path / "HR", scale=4)
 
 
 def test_sr_names_without_scale_hint(tmp_path):
     write(tmp_path / "HR" / "0001.png", 32, 24)
     write(tmp_path / "LR" / "0001x4.png", 8, 6)
-    with pytest.raises(SpnirError, match="scale=4"):
+    with pytest.raises(SpnirError, match="give its scale \\(--scale 4"):
         PairedFolder(tmp_path / "LR", tmp_path / "HR")
 
 
@@ -159,7 +159,7 @@ def test_empty_missing_and_unknown(tmp_path):
         PairedFolder(tmp_path / "nope", tmp_path / "gt")
     with pytest.raises(SpnirError, match="unknown layout 'div2k'"):
         PairedFolder(tmp_path / "gt", tmp_path / "gt", layout="div2k")
-    with pytest.raises(SpnirError, match="pairs=PATH"):
+    with pytest.raises(SpnirError, match="layout .csv. needs a pair list"):
         PairedFolder(tmp_path / "gt", tmp_path / "gt", layout="csv")
 
 

@@ -145,3 +145,100 @@ def test_errors_name_the_file_or_the_override_that_set_the_value(tmp_path):
         load_config(path, ["optim={lr: x}"])
     with pytest.raises(SpnirError, match="expected a dotted key"):
         load_config(path, ["=3"])
+
+
+# -- command-line arguments, checked while parsing (before models or images load) ---------------------------
+def _parse_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["restore", "x.png", "--checkpoint", "{ckpt}", "--out", "{tmp}/o", "--tile", "0"],
+     "argument --tile: 0 is not allowed; expected an integer >= 1"),
+    (["restore", "x.png", "--checkpoint", "{ckpt}", "--out", "{tmp}/o", "--tile-overlap", "-2"],
+     "argument --tile-overlap: -2 is not allowed; expected an integer >= 0"),
+    (["restore", "x.png", "--checkpoint", "{ckpt}", "--out", "{ckpt}"], "is a file; expected a folder"),
+    (["restore", "x.png", "--checkpoint", "{tmp}/none.pth", "--out", "{tmp}/o"], "none.pth: no such file"),
+    (["restore", "x.png", "--checkpoint", "{ckpt}", "--out", "{tmp}/o", "--model", "swinir-lite"],
+     "unknown model preset 'swinir-lite' (did you mean swinir-light"),
+    (["eval", "--scale", "2", "--data", "{tmp}", "--crop-border", "-1"], "argument --crop-border: -1 is not allowed"),
+    (["eval", "--scale", "2", "--data", "{tmp}", "--json", "{tmp}"], "is a folder; expected a file name to write"),
+    (["eval", "--scale", "2", "--data", "{tmp}", "--json", "{ckpt}/r.json"], "is a file, so nothing can be written"),
+    (["eval", "--scale", "0", "--data", "{tmp}"], "argument --scale: 0 is not allowed"),
+    (["eval", "--scale", "2", "--data", "{tmp}/Set5"], "Set5: no such folder"),
+    (["eval", "--model", "edsr-basline", "--checkpoint", "{ckpt}", "--scale", "2", "--data", "{tmp}"],
+     "did you mean edsr-baseline"),
+    (["demo", "--vgg-weights", "imagnet", "--out", "{tmp}/d"], "did you mean imagenet?"),
+    (["demo", "--iterations", "many", "--out", "{tmp}/d"], "'many' is not an integer"),
+    (["train", "-c", "{tmp}/none.yml"], "none.yml: no such file"),
+    (["train", "-c", "{ckpt}", "--out", "{ckpt}"], "is a file; expected a folder"),
+    (["study", "-c", "{ckpt}", "--out", "{ckpt}"], "is a file; expected a folder"),
+    (["weights", "vgg16", "--from", "{tmp}/none.pth"], "none.pth: no such file"),
+])
+def test_bad_arguments_stop_while_parsing(argv, words, tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"")
+    argv = [a.format(tmp=tmp_path, ckpt=ckpt) for a in argv]
+    assert words in _parse_error(argv, capsys)
+
+
+def test_tile_overlap_must_be_below_the_tile(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"")
+    code = main(["restore", str(tmp_path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--tile", "16",
+                 "--tile-overlap", "16"])
+    assert code == 2 and "--tile-overlap 16 must be smaller than --tile 16" in capsys.readouterr().err
+
+
+def test_eval_checks_its_sets_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    import spnir.archs.checkpoint as checkpoint
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the sets were checked")
+
+    monkeypatch.setattr(checkpoint, "model_for_inference", no_model)
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    code = main(["eval", "--model", "ffanet", "--checkpoint", str(ckpt), "--task", "dehaze", "--data",
+                 str(tmp_path / "empty")])
+    assert code == 2 and "needs LQ/GT folder pairs" in capsys.readouterr().err
+
+
+# -- VGG weights: the user's words, said before any work ---------------------------------------------------
+def test_demo_without_imagenet_vgg_says_the_option_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import spnir.train
+
+    monkeypatch.setattr(spnir.train, "run_training", lambda *a, **k: pytest.fail("training started"))
+    code = main(["demo", "--vgg-weights", "imagenet", "--out", str(tmp_path / "d"), "--iterations", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "ask for it explicitly with --vgg-weights random" in err and "vgg_weights=" not in err
+
+
+def test_training_without_imagenet_vgg_names_the_set_option(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    config = tiny_config()
+    config["spn"]["vgg_weights"] = "imagenet"
+    config["data"]["train"]["gt"] = str(tmp_path / "no-data-needed")
+    code = main(["train", "-c", str(_write(config, tmp_path / "c.yml")), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--set spn.vgg_weights=random" in err and "vgg_weights='random'" not in err
+
+
+def test_weights_check_verifies_the_given_file_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import spnir.vgg_weights as vw
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    candidate = tmp_path / "vgg16.pth"
+    candidate.write_bytes(b"not vgg")
+    assert main(["weights", "vgg16", "--check", "--from", str(candidate)]) == 1
+    assert "does not match torchvision's vgg16-397923af.pth" in capsys.readouterr().out
+    monkeypatch.setattr(vw, "expected_hash_prefix", lambda kind: vw.sha256_of(candidate)[:8])
+    assert main(["weights", "vgg16", "--check", "--from", str(candidate)]) == 0
+    assert "is torchvision's ImageNet file" in capsys.readouterr().out
+    assert not vw.cached_vgg_path("vgg16").exists()
+    assert main(["weights", "vgg16", "--check"]) == 1 and "missing at" in capsys.readouterr().out

@@ -167,7 +167,7 @@ def select_state_dict(content: Mapping[str, Any], key: str | None = None, source
     if not _all_tensors(state):
         raise SpnirError(
             f"{source}: does not look like a state dict (it holds {_describe_entries(state)}); "
-            f"choose the entry with the weights with key="
+            f"choose the entry holding the weights (--key on the command line, key= in Python)"
         )
     return state
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,3 +28,92 @@ def runtime_device(args: argparse.Namespace) -> torch.device:
 
     use_cpu_allocator(args.cpu_allocator)
     return pick_device(args.device, setting="--device")
+
+
+# -- argument types: each refuses a bad value while the command line is parsed, before anything loads -------
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``--tile``, ``--scale``)."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (``--crop-border``, ``--tile-overlap``)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= {low}")
+    return value
+
+
+def existing_file(text: str) -> str:
+    """A file that exists (``--checkpoint``, ``-c``, ``--from``)."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; expected a file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return text
+
+
+def existing_folder(text: str) -> str:
+    """A folder that exists (``--data``, ``--pair``)."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {'a file, not a folder' if path.exists() else 'no such folder'}")
+    return text
+
+
+def output_file(text: str) -> str:
+    """A file to write: not an existing folder, and not inside a path that is a file (``--json``)."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; expected a file name to write, e.g. {path / 'out.json'}")
+    _parents_are_folders(path, text)
+    return text
+
+
+def output_folder(text: str) -> str:
+    """A folder to write into (created if missing): not an existing file (``--out``)."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; expected a folder to write into")
+    _parents_are_folders(path, text)
+    return text
+
+
+def _parents_are_folders(path: Path, text: str) -> None:
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f"{text}: {blocking} is a file, so nothing can be written below it")
+
+
+def preset_name(text: str) -> str:
+    """A registered model preset (``--model``); a typo names the near match."""
+    from spnir.archs import get_preset
+    from spnir.errors import SpnirError
+
+    try:
+        get_preset(text)
+    except SpnirError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+VGG_SOURCES = ("imagenet", "random")
+
+
+def vgg_weights_source(text: str) -> str:
+    """``imagenet``, ``random`` or an existing file (``--vgg-weights``); a typo names the near match."""
+    if text in VGG_SOURCES or Path(text).expanduser().is_file():
+        return text
+    near = difflib.get_close_matches(text, VGG_SOURCES, n=1)
+    hint = f"did you mean {near[0]}? " if near else ""
+    raise argparse.ArgumentTypeError(f"{text!r} is neither {' nor '.join(VGG_SOURCES)} nor an existing file; {hint}"
+                                     f"expected imagenet (the cached torchvision file), random, or a file path")
+

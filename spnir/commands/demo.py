@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from spnir.commands import output_folder, positive_int, vgg_weights_source
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--iterations", type=int, default=400, help="iterations per run (default 400)")
+    parser.add_argument("--out", default="runs/demo", type=output_folder, help="output folder (default runs/demo)")
+    parser.add_argument("--iterations", type=positive_int, default=400, help="iterations per run (default 400)")
     parser.add_argument(
-        "--vgg-weights", default=None,
+        "--vgg-weights", default=None, type=vgg_weights_source,
         help="imagenet, random or a torchvision file (default: ImageNet if cached, else random, said plainly)",
     )
 

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import torch
 
-from spnir.commands import add_runtime_arguments, runtime_device
+from spnir.commands import (
+    add_runtime_arguments, existing_file, existing_folder, non_negative_int, output_file, positive_int, preset_name,
+    runtime_device,
+)
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
 from spnir.evaluation import TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set, format_table, results_json
@@ -26,29 +29,36 @@ from spnir.metrics import CONVENTIONS, MetricSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="'bicubic' (default without --checkpoint) or a preset name; omit it "
-                                        "for a spnir checkpoint, which records its preset")
-    parser.add_argument("--checkpoint", help="weights for --model (official release, BasicSR or spnir file)")
+    parser.add_argument("--model", type=_method, help="'bicubic' (default without --checkpoint) or a preset name; "
+                                                      "omit it for a spnir checkpoint, which records its preset")
+    parser.add_argument("--checkpoint", type=existing_file,
+                        help="weights for --model (official release, BasicSR or spnir file)")
     parser.add_argument("--key", help="state dict inside the checkpoint, e.g. params_ema (default as BasicSR)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="preset override (YAML value) on top of a spnir checkpoint's recorded ones, e.g. "
                              "--set local=true (NAFNet's test-time local statistics); repeatable")
     parser.add_argument("--task", choices=TASKS, default="sr", help="restoration task (default: sr)")
-    parser.add_argument("--scale", type=int, help="SR factor (required for --task sr; 1 otherwise)")
-    parser.add_argument("--data", nargs="+", default=[], metavar="DIR",
+    parser.add_argument("--scale", type=positive_int, help="SR factor (required for --task sr; 1 otherwise)")
+    parser.add_argument("--data", nargs="+", default=[], metavar="DIR", type=existing_folder,
                         help="benchmark sets: a folder of HR images (SR), or a folder holding LQ/GT sub-folders")
     parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("LQ_DIR", "GT_DIR"),
-                        help="a paired set given as two folders (repeatable)")
+                        type=existing_folder, help="a paired set given as two folders (repeatable)")
     parser.add_argument("--convention", choices=CONVENTIONS, default="basicsr",
                         help="Y channel as float (basicsr, PyTorch frameworks) or rounded to 8 bit (matlab, "
                              "the classic tables); default: basicsr")
     parser.add_argument("--channel", choices=("y", "rgb"),
                         help="measure on the Y channel or RGB (default: y for sr and derain, rgb otherwise)")
-    parser.add_argument("--crop-border", type=int, help="pixels ignored at each edge (default: the scale for sr)")
-    parser.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
+    parser.add_argument("--crop-border", type=non_negative_int,
+                        help="pixels ignored at each edge (default: the scale for sr)")
+    parser.add_argument("--json", metavar="OUT", type=output_file, help="also write the numbers to this JSON file")
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help="a bad image is skipped and reported (default) or stops the run")
     add_runtime_arguments(parser)
+
+
+def _method(text: str) -> str:
+    """``bicubic`` or a model preset; a typo names the near match."""
+    return text if text == "bicubic" else preset_name(text)
 
 
 def _scale(args: argparse.Namespace) -> int:
@@ -98,9 +108,9 @@ def _pair_name(lq: Path, gt: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     scale = _scale(args)
+    sets = _sets(args, scale)
     device = runtime_device(args)
     restore, method = _restore(args, scale, device)
-    sets = _sets(args, scale)
     channel = args.channel or ("y" if args.task in ("sr", "derain") else "rgb")
     crop = args.crop_border if args.crop_border is not None else (scale if args.task == "sr" else 0)
     settings = MetricSettings(crop_border=crop, y_channel=channel == "y", convention=args.convention)

@@ -4,22 +4,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spnir.commands import add_runtime_arguments, runtime_device
+from spnir.commands import (
+    add_runtime_arguments, existing_file, non_negative_int, output_folder, positive_int, preset_name, runtime_device,
+)
 from spnir.errors import SpnirError
 from spnir.progress import note, progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
-    parser.add_argument("--out", required=True, help="output folder (file names are kept)")
-    parser.add_argument("--checkpoint", required=True, help=".pth/.pt/.safetensors weights (official or spnir)")
-    parser.add_argument("--model", help="preset name (see docs/models.md); optional for spnir checkpoints")
-    parser.add_argument("--scale", type=int, help="upscaling factor of SR presets")
+    parser.add_argument("--out", required=True, type=output_folder, help="output folder (file names are kept)")
+    parser.add_argument("--checkpoint", required=True, type=existing_file,
+                        help=".pth/.pt/.safetensors weights (official or spnir)")
+    parser.add_argument("--model", type=preset_name,
+                        help="preset name (see docs/models.md); optional for spnir checkpoints")
+    parser.add_argument("--scale", type=positive_int, help="upscaling factor of SR presets")
     parser.add_argument("--key", help="entry of the checkpoint holding the weights, e.g. params_ema")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="preset override (YAML value), e.g. --set local=true, --set img_size=64; repeatable")
-    parser.add_argument("--tile", type=int, help="restore in tiles of this size (pixels of the input)")
-    parser.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles (default 32)")
+    parser.add_argument("--tile", type=positive_int, help="restore in tiles of this size (pixels of the input)")
+    parser.add_argument("--tile-overlap", type=non_negative_int, default=32,
+                        help="overlap of neighbouring tiles (default 32)")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
     add_runtime_arguments(parser)
     parser.add_argument("--half", action="store_true", help="float16 inference (cuda only)")
@@ -53,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     from spnir.archs.checkpoint import model_for_inference, parse_overrides
 
+    if args.tile is not None and args.tile_overlap >= args.tile:
+        raise SpnirError(f"--tile-overlap {args.tile_overlap} must be smaller than --tile {args.tile}")
     files = collect_inputs(args.inputs)
     device = runtime_device(args)
     if args.half and device.type != "cuda":

@@ -5,13 +5,18 @@ import argparse
 import shlex
 import sys
 
+from spnir.commands import existing_file, output_folder
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--study", required=True, help="study file (YAML): config, settings, seeds, eval sets")
-    parser.add_argument("--out", required=True, help="folder of the runs (checkpoints, weights, logs) and report")
+    parser.add_argument("-c", "--study", required=True, type=existing_file,
+                        help="study file (YAML): config, settings, seeds, eval sets")
+    parser.add_argument("--out", required=True, type=output_folder,
+                        help="folder of the runs (checkpoints, weights, logs) and report")
     parser.add_argument("--only", default=None, help="comma-separated settings to train now (default: all)")
     parser.add_argument("--report-only", action="store_true", help="write the report from what has finished")
-    parser.add_argument("--report-dir", default=None, help="where report.md and the plots go (default: --out)")
+    parser.add_argument("--report-dir", default=None, type=output_folder,
+                        help="where report.md and the plots go (default: --out)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,15 +8,18 @@ import argparse
 import os
 from pathlib import Path
 
+from spnir.commands import existing_file, output_folder
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, help="YAML config: spnir format or a BasicSR option file")
+    parser.add_argument("-c", "--config", required=True, type=existing_file,
+                        help="YAML config: spnir format or a BasicSR option file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=1e-4 --set spn.enabled=false")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="continue a run: 'auto' picks the newest checkpoint in --out (starts fresh if none); "
                              "or a checkpoint file / run folder")
-    parser.add_argument("--out", help="run folder (default: runs/<config name>)")
+    parser.add_argument("--out", type=output_folder, help="run folder (default: runs/<config name>)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the validated config with every default (and the BasicSR mapping) and exit")
 

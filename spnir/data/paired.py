@@ -189,7 +189,8 @@ class PairedFolder(Dataset):
         self.lq_dir, self.gt_dir, self.scale = Path(lq_dir), Path(gt_dir), scale
         if layout == "csv" or (layout == "auto" and pairs is not None):
             if pairs is None:
-                raise SpnirError("layout 'csv' needs pairs=PATH, a CSV file with lines 'lq,gt'")
+                raise SpnirError("layout 'csv' needs a pair list (pairs: in a config, pairs= in Python), a CSV file "
+                                 "with lines 'lq,gt'")
             self.layout, matched = "csv", _read_csv_pairs(Path(pairs), self.lq_dir, self.gt_dir)
         else:
             self.layout, matched = self._match(layout)
@@ -286,11 +287,13 @@ class PairedFolder(Dataset):
         if self.scale == 1:
             suffixed = [p.name for p in list_images(self.lq_dir) if re.search(r"x\d$", p.stem, re.IGNORECASE)]
             if suffixed:
-                sr_hint = f"; LQ names such as {suffixed[0]} look like an SR set: pass the scale (e.g. scale=4)"
+                sr_hint = (f"; LQ names such as {suffixed[0]} look like an SR set: give its scale (--scale 4, "
+                           "model.scale: 4)")
         if best is None:
             raise SpnirError(
                 f"{self.lq_dir}: no LQ image pairs with a GT image in {self.gt_dir} under any layout "
-                f"({', '.join(LAYOUTS[:-1])}){sr_hint}; for other names give an explicit list with pairs=PATH"
+                f"({', '.join(LAYOUTS[:-1])}){sr_hint}; for other names list the pairs in a CSV file "
+                f"(layout: csv with pairs: in a training config)"
             )
         name, unmatched, total = best
         raise SpnirError(
@@ -324,7 +327,7 @@ class PairedFolder(Dataset):
             return Pair(lq, gt, lq_size, want, (extra[0] // 2, extra[1] // 2, want[0], want[1]))
         raise SpnirError(
             f"{lq}: LQ is {lq_size[1]}x{lq_size[0]} (WxH) and GT {gt} is {gt_size[1]}x{gt_size[0]}; "
-            f"with scale={s} the GT should be {want[1]}x{want[0]}"
+            f"at scale {s} the GT should be {want[1]}x{want[0]}"
         )
 
     def gt_sizes(self) -> list[tuple[str, int, int]]:
@@ -345,7 +348,7 @@ class PairedFolder(Dataset):
         if gt.shape[-2:] != (lq.shape[-2] * s, lq.shape[-1] * s):
             raise SpnirError(
                 f"{pair.lq}: LQ {lq.shape[-1]}x{lq.shape[-2]} and GT {pair.gt} {gt.shape[-1]}x{gt.shape[-2]} "
-                f"(WxH) do not match scale={s}"
+                f"(WxH) do not match scale {s}"
             )
         return {"lq": lq, "gt": gt.contiguous(), "lq_path": str(pair.lq), "gt_path": str(pair.gt)}
 

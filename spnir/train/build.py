@@ -30,6 +30,7 @@ from spnir.train.config import Config, expand_path, import_factory
 from spnir.train.distributed import DistContext, ShardedBatchSampler
 from spnir.train.optim import build_optimizer, build_scheduler
 from spnir.train.trainer import TrainParts
+from spnir.vgg_weights import resolve_vgg_weights
 from spnir.train.validation import ValidationSet, Validator
 
 
@@ -137,8 +138,14 @@ def _batches(dataset: PatchDataset, config: Config, ctx: DistContext, steps_per_
     return start
 
 
+# How a config's user asks for random VGG weights (the message of missing ImageNet weights says it).
+ASK_RANDOM_VGG = "--set spn.vgg_weights=random (or spn.vgg_weights: random in the config)"
+
+
 def build_parts(config: Config, ctx: DistContext) -> TrainParts:
     """All parts of a run, on ``ctx.device``; the model is wrapped in DDP when there are several ranks."""
+    if config["spn"]["enabled"]:  # missing VGG weights are said before the data is read
+        resolve_vgg_weights(config["spn"]["features"], config["spn"]["vgg_weights"], ask_random=ASK_RANDOM_VGG)
     seed_everything(config["seed"])
     model = build_model(config["model"]).to(ctx.device)
     train_set = build_train_data(config)

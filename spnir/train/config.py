@@ -566,7 +566,8 @@ def _check_spn(spn: Config, origin: Origin) -> None:
     if spn["source"] == "degraded-gt":
         if not spn["degradations"]:
             raise SpnirError(f"{origin.at('spn.source', 'spn.degradations')}: spn.source = degraded-gt needs "
-                             f"spn.degradations, e.g. [{{type: blur, sigma: [0.5, 2]}}, {{type: noise, sigma: [0, 15]}}]")
+                             f"spn.degradations, e.g. [{{type: blur, sigma: [0.5, 2]}}, "
+                             f"{{type: noise, sigma: [0, 15]}}]")
         from spnir.data.degrade import build_degradation
 
         build_degradation(spn["degradations"], where=f"{origin.at('spn.degradations')}: spn.degradations")
@@ -581,6 +582,8 @@ def _check_source(source: Config, key: str, scale: int, origin: Origin) -> None:
         raise SpnirError(f"{where} of type clean needs a gt folder")
     if kind in ("clean", "builtin") and not source["degradations"]:
         raise SpnirError(f"{where} of type {kind} needs degradations, e.g. [{{type: bicubic, scale: 4}}]")
+    if kind == "paired" and source["layout"] == "csv" and not source["pairs"]:
+        raise SpnirError(f"{where}: layout csv needs pairs, a CSV file with lines 'lq,gt'")
     if kind == "paired" and source["degradations"]:
         raise SpnirError(f"{where}: degradations apply to clean/builtin sets, not to paired folders")
     if source["degradations"]:

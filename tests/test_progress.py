@@ -91,10 +91,10 @@ def test_resumed_loop_counts_its_speed_from_where_it_started():
     assert stream.getvalue().splitlines()[0] == "train 910/1000 it, 2 it/s, ETA 0:00:45"
 
 
-def test_status_every_must_be_positive(capsys):
+def test_status_every_must_be_positive(capsys, tmp_path):
     with pytest.raises(SpnirError, match="--status-every"):
         configure(status_every=0)
-    assert main(["eval", "--status-every", "-1", "--scale", "2", "--data", "x"]) == 2
+    assert main(["eval", "--status-every", "-1", "--scale", "2", "--data", str(tmp_path)]) == 2
     assert "--status-every must be a number of seconds > 0" in capsys.readouterr().err
 
 

@@ -26,6 +26,7 @@ from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+LOSSY_FORMATS = ("JPEG", "WEBP")  # Pillow format names that lose information when written
 
 
 @dataclass
@@ -118,9 +119,25 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return array.permute(1, 2, 0).numpy()
 
 
-def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write a ``(3, H, W)`` float image as 8-bit; the file appears whole or not at all."""
+def image_format(path: str | os.PathLike) -> str:
+    """The Pillow format written for ``path``'s extension (``PNG``, ``JPEG``, ...; PNG when unknown)."""
+    return Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+
+
+def save_image(image: torch.Tensor, path: str | os.PathLike, quality: int | None = None) -> Path:
+    """Write a ``(3, H, W)`` float image as 8-bit in the format of ``path``'s extension; the file appears whole
+    or not at all.
+
+    A lossy format (JPEG, WebP) is written only at a ``quality`` the caller gives (1-100; JPEG with full
+    chroma resolution, 4:4:4); lossless formats ignore ``quality``.
+    """
     path = Path(path)
+    fmt = image_format(path)
+    options: dict[str, int] = {}
+    if fmt in LOSSY_FORMATS:
+        if quality is None or not 1 <= quality <= 100:
+            raise SpnirError(f"{path}: {fmt} is lossy; writing it needs a quality from 1 to 100, got {quality}")
+        options = {"quality": quality, "subsampling": 0} if fmt == "JPEG" else {"quality": quality}
     with atomic_path(path) as tmp:
-        Image.fromarray(to_uint8(image)).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        Image.fromarray(to_uint8(image)).save(tmp, format=fmt, **options)
     return path

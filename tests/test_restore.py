@@ -157,6 +157,6 @@ def test_cli_model_output_error_names_the_image(tmp_path, monkeypatch, capsys):
     # a x2 model believed to be x4: the tile runner's size check fails for this image
     monkeypatch.setattr(checkpoint, "model_for_inference", lambda *args, **kwargs: (PixelwiseSR(2), 4))
     assert main(["restore", str(tmp_path / "x.png"), "--checkpoint", str(weights), "--out", str(tmp_path / "o"),
-                 "--device", "cpu"]) == 2
+                 "--device", "cpu", "--on-error", "stop"]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'x.png'}: model output is" in err and "expected (32, 24) at scale 4" in err

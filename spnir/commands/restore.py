@@ -1,7 +1,15 @@
-"""``spnir restore``: run a preset with a checkpoint over images or folders, keeping the file names."""
+"""``spnir restore``: run a preset with a checkpoint over images or folders, keeping the file names.
+
+Safe to run twice and safe to run wrong: before any model loads it refuses an ``--out`` that is one of the
+input folders (or the folder of an input file), names the first output that already exists unless
+``--overwrite`` is given, and writes PNG (lossless) unless ``--format same`` asks for the inputs' formats,
+lossy ones (JPEG, WebP) only at the ``--quality`` the user sets. A broken image is skipped with the reason
+(``--on-error skip``, the default) or stops the run (``--on-error stop``).
+"""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from spnir.commands import (
@@ -13,7 +21,7 @@ from spnir.progress import note, progress
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
-    parser.add_argument("--out", required=True, type=output_folder, help="output folder (file names are kept)")
+    parser.add_argument("--out", required=True, type=output_folder, help="output folder, not an input folder (file names are kept)")
     parser.add_argument("--checkpoint", required=True, type=existing_file,
                         help=".pth/.pt/.safetensors weights (official or spnir)")
     parser.add_argument("--model", type=preset_name,
@@ -26,12 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-overlap", type=non_negative_int, default=32,
                         help="overlap of neighbouring tiles (default 32)")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
+    parser.add_argument("--format", choices=("png", "same"), default="png",
+                        help="png (default, lossless: photo.jpg -> photo.png) or same (the input's format; JPEG "
+                             "and WebP need --quality)")
+    parser.add_argument("--quality", type=int, metavar="1-100",
+                        help="quality of JPEG/WebP outputs with --format same")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist in --out")
+    parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
+                        help="a bad image is skipped and reported (default) or stops the run")
     add_runtime_arguments(parser)
     parser.add_argument("--half", action="store_true", help="float16 inference (cuda only)")
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Image files named directly plus the images of named folders; names must not collide."""
+    """Image files named directly plus the images of named folders, each once."""
     from spnir.imageio import is_image_file, list_images
 
     files: list[Path] = []
@@ -44,12 +60,52 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
             files.append(item)
         else:
             raise SpnirError(f"{item}: no such file or folder")
-    seen: dict[str, Path] = {}
-    for path in files:
-        if path.name in seen and seen[path.name] != path:
-            raise SpnirError(f"{path} and {seen[path.name]} would both be written as {path.name}")
-        seen[path.name] = path
     return list(dict.fromkeys(files))
+
+
+def plan_outputs(files: list[Path], out_dir: Path, fmt: str) -> dict[Path, Path]:
+    """``input -> output`` in ``out_dir``: the same name (``fmt="same"``) or the name with ``.png``; two
+    inputs that would write the same output are refused."""
+    plan: dict[Path, Path] = {}
+    written: dict[Path, Path] = {}
+    for path in files:
+        out = out_dir / (path.name if fmt == "same" else path.with_suffix(".png").name)
+        if out in written:
+            raise SpnirError(f"{path} and {written[out]} would both be written as {out}")
+        plan[path] = written[out] = out
+    return plan
+
+
+def check_plan(plan: dict[Path, Path], inputs: list[str], out_dir: Path, fmt: str, quality: int | None,
+               overwrite: bool) -> None:
+    """Refuse, before any work, to write into an input folder, over existing outputs (without
+    ``--overwrite``) or a lossy format at a quality nobody chose."""
+    from spnir.imageio import LOSSY_FORMATS, image_format
+
+    target = out_dir.resolve()
+    folders = {Path(i).resolve(): Path(i) for i in inputs if Path(i).is_dir()}
+    folders.update({p.parent.resolve(): p for p in plan if p.parent.resolve() not in folders})
+    if target in folders:
+        raise SpnirError(f"--out {out_dir} is where the input {folders[target]} lies; restored images would "
+                         "replace or mix with the originals (a second run would restore them again): choose "
+                         "another --out")
+    if quality is not None and not 1 <= quality <= 100:
+        raise SpnirError(f"--quality must be from 1 to 100; got {quality}")
+    if fmt == "png" and quality is not None:
+        raise SpnirError("--quality sets JPEG/WebP quality with --format same; PNG (the default) is lossless")
+    lossy = [p for p in plan if image_format(plan[p]) in LOSSY_FORMATS]
+    if fmt == "same" and lossy and quality is None:
+        raise SpnirError(f"{lossy[0]} is {image_format(lossy[0])}: --format same would re-encode it lossy; give "
+                         "--quality N (1-100), or leave --format png (lossless, the default)")
+    existing = [out for out in plan.values() if out.exists()]
+    for out in existing:
+        same = next((p for p in plan if os.path.samefile(p, out)), None)
+        if same is not None:
+            raise SpnirError(f"{out} is the input {same} (a link to it): restoring would replace the original; "
+                             "choose another --out")
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise SpnirError(f"{existing[0]} already exists{more}; use --overwrite to replace, or another --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
     if args.tile is not None and args.tile_overlap >= args.tile:
         raise SpnirError(f"--tile-overlap {args.tile_overlap} must be smaller than --tile {args.tile}")
     files = collect_inputs(args.inputs)
+    out_dir = Path(args.out)
+    plan = plan_outputs(files, out_dir, args.format)
+    check_plan(plan, args.inputs, out_dir, args.format, args.quality, args.overwrite)
     device = runtime_device(args)
     if args.half and device.type != "cuda":
         raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
@@ -69,16 +128,23 @@ def run(args: argparse.Namespace) -> int:
     model = model.eval().to(device)
     if args.half:
         model = model.half()
-    out_dir = Path(args.out)
+    skipped: list[str] = []
     for path in progress(files, desc="restore", unit="img"):
-        image = load_image(path)
-        for text in image.notes:
-            note(f"{path}: {text}")
         try:
+            image = load_image(path)
+            for text in image.notes:
+                note(f"{path}: {text}")
             restored = restore_image(model, image.data, scale, tile=args.tile, tile_overlap=args.tile_overlap,
                                      self_ensemble=args.self_ensemble)
         except SpnirError as exc:
-            raise SpnirError(f"{path}: {exc}") from None
-        save_image(restored, out_dir / path.name)
-    print(f"restored {len(files)} image(s) into {out_dir}")
-    return 0
+            reason = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+            if args.on_error == "stop":
+                raise SpnirError(reason) from None
+            skipped.append(reason)
+            note(f"skipped {reason}")
+            continue
+        save_image(restored, plan[path], quality=args.quality)
+    print(f"restored {len(files) - len(skipped)} image(s) into {out_dir}")
+    if skipped:
+        print(f"skipped {len(skipped)} image(s):\n" + "\n".join(f"  {reason}" for reason in skipped))
+    return 1 if skipped else 0

@@ -231,27 +231,66 @@ class Evaluator:
 
 
 # -- reporting -------------------------------------------------------------------------------------------
-def average(results: list[SetResult]) -> tuple[float, float]:
-    """``Avg.`` column: mean of the set means (each set weighs the same), over sets with images."""
+@dataclass(frozen=True)
+class Average:
+    """The ``Avg.`` column: mean of the set means (each set weighs the same) over the sets with images, and
+    what it leaves out: ``missing`` sets (nothing measured) and ``partial`` ones (some images skipped)."""
+
+    psnr: float
+    ssim: float
+    sets: list[str]
+    missing: list[str]
+    partial: list[str]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.partial
+
+    def note(self) -> str:
+        """Why the average is not over every image of every set ('' when it is)."""
+        parts = []
+        if self.missing:
+            total = len(self.sets) + len(self.missing)
+            parts.append(f"over {len(self.sets)} of {total} sets, without {', '.join(self.missing)} "
+                         "(no image measured)")
+        if self.partial:
+            parts.append(f"{', '.join(self.partial)} measured on part of the images (skips below)")
+        return "Avg. " + "; ".join(parts) if parts else ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"psnr": None if math.isnan(self.psnr) else self.psnr,
+                "ssim": None if math.isnan(self.ssim) else self.ssim,
+                "sets": self.sets, "missing": self.missing, "partial": self.partial}
+
+
+def average(results: list[SetResult]) -> Average:
+    """The ``Avg.`` column of ``results`` (see :class:`Average`)."""
     measured = [r for r in results if r.images]
-    return _mean([r.psnr for r in measured]), _mean([r.ssim for r in measured])
+    return Average(_mean([r.psnr for r in measured]), _mean([r.ssim for r in measured]),
+                   sets=[r.name for r in measured], missing=[r.name for r in results if not r.images],
+                   partial=[r.name for r in measured if r.skipped])
 
 
-def _cell(psnr: float, ssim: float) -> str:
-    return "n/a" if math.isnan(psnr) else f"{psnr:.2f}/{ssim:.4f}"
+def _cell(psnr: float, ssim: float, marked: bool = False) -> str:
+    return "n/a" if math.isnan(psnr) else f"{psnr:.2f}/{ssim:.4f}" + ("*" if marked else "")
 
 
 def format_table(method: str, results: list[SetResult], caption: str) -> str:
-    """A paper-like table: one row per method, columns ``Avg.`` then each set as ``PSNR/SSIM``,
-    followed by the skipped images (with reasons) and the images that were converted (e.g. grayscale)."""
+    """A paper-like table: one row per method, columns ``Avg.`` then each set as ``PSNR/SSIM``; a ``*`` marks
+    an average over fewer sets or images than given, and a set measured on part of its images (footnotes say
+    which), followed by the skipped images (with reasons) and the images that were converted (e.g. grayscale)."""
+    avg = average(results)
     header = ["Method", "Avg.", *[r.name for r in results]]
-    row = [method, _cell(*average(results)), *[_cell(r.psnr, r.ssim) for r in results]]
+    row = [method, _cell(avg.psnr, avg.ssim, not avg.complete),
+           *[_cell(r.psnr, r.ssim, bool(r.skipped)) for r in results]]
     widths = [max(len(h), len(c)) for h, c in zip(header, row)]
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
     lines = [f"PSNR/SSIM ({caption})", line(header), line(["-" * w for w in widths]), line(row)]
+    if not avg.complete:
+        lines.append(f"* {avg.note()}")
     for r in results:
         if r.skipped:
             lines.append(f"{r.name}: {len(r.images)} images measured, {len(r.skipped)} skipped:")
@@ -262,5 +301,6 @@ def format_table(method: str, results: list[SetResult], caption: str) -> str:
 
 
 def results_json(results: list[SetResult]) -> dict[str, dict[str, Any]]:
-    """``{"<set>": {"psnr", "ssim", "images", "skipped", "per_image"}, ...}`` (means over measured images)."""
-    return {r.name: r.to_json() for r in results}
+    """``{"Avg.": {"psnr", "ssim", "sets", "missing", "partial"}, "<set>": {"psnr", "ssim", "images",
+    "skipped", "per_image"}, ...}`` (means over measured images; ``Avg.`` as the table's column)."""
+    return {"Avg.": average(results).to_json(), **{r.name: r.to_json() for r in results}}

@@ -15,6 +15,10 @@ from spnir.errors import SpnirError
 from spnir.evaluation import (
     BenchmarkSet,
     Evaluator,
+    ImageResult,
+    SetResult,
+    SkippedImage,
+    average,
     find_set,
     format_table,
     results_json,
@@ -153,6 +157,8 @@ def test_mismatched_names_and_empty_folders_skip_the_set(tmp_path: Path) -> None
     assert not empty.images and "no image files found" in empty.skipped[0].reason
     assert "n/a" in format_table("m", [pairs, empty], "c")
     assert results_json([empty])["Empty"]["psnr"] is None
+    assert results_json([empty])["Avg."] == {"psnr": None, "ssim": None, "sets": [], "missing": ["Empty"],
+                                             "partial": []}
     with pytest.raises(SpnirError, match="needs LQ/GT folder pairs"):
         find_set(tmp_path / "Empty", "dehaze")
 
@@ -177,7 +183,8 @@ def test_cli_table_and_json(messy_set: Path, tmp_path: Path, capsys: pytest.Capt
     assert "Bicubic x4" in printed.out and "4 skipped" in printed.out
     assert "skipped Messy/deep.png" in printed.err
     scores = json.loads(out_json.read_text())
-    assert list(scores) == ["Clean", "Messy"]
+    assert list(scores) == ["Avg.", "Clean", "Messy"]
+    assert scores["Avg."]["sets"] == ["Clean", "Messy"] and scores["Avg."]["partial"] == ["Messy"]
     assert scores["Messy"]["images"] == 3 and len(scores["Messy"]["skipped"]) == 4
     assert {"psnr", "ssim", "images"} <= set(scores["Clean"])
     assert f"{scores['Clean']['psnr']:.2f}/{scores['Clean']['ssim']:.4f}" in printed.out
@@ -240,3 +247,38 @@ def test_cli_checkpoint_scale_and_set_errors(tmp_path: Path, capsys: pytest.Capt
     assert "KEY=VALUE" in capsys.readouterr().err
     assert main(["eval", "--scale", "2", "--data", str(tmp_path / "HR"), "--set", "local=true"]) == 2
     assert "no --set" in capsys.readouterr().err
+
+
+def _result(name: str, psnrs: list[float], skipped: int = 0) -> SetResult:
+    return SetResult(name, [ImageResult(f"{i}.png", p, 0.9) for i, p in enumerate(psnrs)],
+                     [SkippedImage(f"bad{i}.png", "cannot read image") for i in range(skipped)])
+
+
+def test_average_says_which_sets_it_leaves_out() -> None:
+    full = [_result("Set5", [30.0]), _result("Set14", [28.0])]
+    table = format_table("m", full, "c")
+    assert "30.00/0.9000  28.00/0.9000" in table and "*" not in table
+    assert results_json(full)["Avg."]["missing"] == [] and results_json(full)["Avg."]["psnr"] == 29.0
+
+    missing = [_result("Set5", [30.0]), _result("Urban100", [], skipped=3), _result("Set14", [28.0])]
+    table = format_table("m", missing, "c")
+    row = table.splitlines()[3].split()
+    assert row[:2] == ["m", "29.00/0.9000*"] and row[3] == "n/a"
+    assert "* Avg. over 2 of 3 sets, without Urban100 (no image measured)" in table
+    avg = results_json(missing)["Avg."]
+    assert (avg["sets"], avg["missing"], avg["psnr"]) == (["Set5", "Set14"], ["Urban100"], 29.0)
+
+    partial = [_result("Set5", [30.0]), _result("Set14", [28.0, 26.0], skipped=1)]
+    table = format_table("m", partial, "c")
+    assert table.splitlines()[3].split() == ["m", "28.50/0.9000*", "30.00/0.9000", "27.00/0.9000*"]
+    assert "* Avg. Set14 measured on part of the images (skips below)" in table
+    assert average(partial).partial == ["Set14"] and not average(partial).complete
+
+
+def test_cli_refuses_a_set_named_like_the_average_or_another_set(tmp_path: Path, capsys) -> None:
+    for name in ("Avg.", "a/Set5", "b/Set5"):
+        _save(tmp_path / name / "x.png", _rgb(16, 16, 1))
+    assert main(["eval", "--scale", "2", "--data", str(tmp_path / "Avg.")]) == 2
+    assert "has the name of the average's column" in capsys.readouterr().err
+    assert main(["eval", "--scale", "2", "--data", str(tmp_path / "a/Set5"), str(tmp_path / "b/Set5")]) == 2
+    assert "set 'Set5'" in capsys.readouterr().err

@@ -97,6 +97,13 @@ def _sets(args: argparse.Namespace, scale: int) -> list[BenchmarkSet]:
     sets += [BenchmarkSet(_pair_name(Path(lq), Path(gt)), Path(gt), Path(lq)) for lq, gt in args.pair]
     if not sets:
         raise SpnirError("no benchmark sets given; use --data DIR [DIR ...] or --pair LQ_DIR GT_DIR")
+    names = [s.name for s in sets]
+    clash = next((n for n in names if n == "Avg." or names.count(n) > 1), None)
+    if clash is not None:
+        folders = ", ".join(str(s.lq_dir or s.gt_dir) for s in sets if s.name == clash)
+        what = "the average's column" if clash == "Avg." else "another set"
+        raise SpnirError(f"set {clash!r} ({folders}) has the name of {what}; the table and JSON need one name "
+                         "per column: give the sets folders of different names")
     return sets
 
 

@@ -65,20 +65,50 @@ def _png_bit_depth(path: Path) -> int | None:
     return None
 
 
-def load_image(path: str | os.PathLike) -> LoadedImage:
-    """Read an 8-bit image file as ``(3, H, W)`` float32 RGB in ``[0, 1]``; see the module doc."""
-    path = Path(path)
-    notes: list[str] = []
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _refuse_missing_or_wide(path: Path) -> None:
+    """What shows before opening the image: a missing file, a 16-bit PNG."""
     if not path.is_file():
         raise SpnirError(f"{path}: no such image file")
     if _png_bit_depth(path) == 16:
         raise SpnirError(f"{path}: 16-bit PNG; expected 8 bits per channel (convert it to 8-bit first)")
+
+
+def _refuse_wide_mode(path: Path, mode: str) -> None:
+    if mode in _WIDE_MODES:
+        raise SpnirError(f"{path}: {mode} image (16/32-bit); expected 8 bits per channel")
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header, without decoding the pixels; what the header shows
+    :func:`load_image` would refuse (not an image, 16/32-bit) is refused here, naming the file. A truncated
+    file or real transparency shows only when decoding (``data.verify``, :func:`load_image`)."""
+    path = Path(path)
+    _refuse_missing_or_wide(path)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            mode = img.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SpnirError(f"{path}: cannot read image header ({exc}); expected an intact image file") from exc
+    _refuse_wide_mode(path, mode)
+    if width < 1 or height < 1:
+        raise SpnirError(f"{path}: image of size {width}x{height}; expected at least one pixel")
+    return height, width
+
+
+def load_image(path: str | os.PathLike) -> LoadedImage:
+    """Read an 8-bit image file as ``(3, H, W)`` float32 RGB in ``[0, 1]``; see the module doc."""
+    path = Path(path)
+    notes: list[str] = []
+    _refuse_missing_or_wide(path)
     try:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise SpnirError(f"{path}: {mode} image (16/32-bit); expected 8 bits per channel")
+            _refuse_wide_mode(path, mode)
             if mode == "P":
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
                 mode = img.mode

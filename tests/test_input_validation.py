@@ -242,3 +242,115 @@ def test_weights_check_verifies_the_given_file_and_writes_nothing(tmp_path, monk
     assert "is torchvision's ImageNet file" in capsys.readouterr().out
     assert not vw.cached_vgg_path("vgg16").exists()
     assert main(["weights", "vgg16", "--check"]) == 1 and "missing at" in capsys.readouterr().out
+
+
+# -- data: every image checked before the first step -------------------------------------------------------
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    from train_support import make_data
+
+    root = make_data(tmp_path / "data")
+    monkeypatch.setenv("SPNIR_TEST_DATA", str(root))
+    return root
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _count_steps(monkeypatch):
+    import spnir.train.trainer as trainer
+
+    steps = []
+    original = trainer.Trainer.train_step
+    monkeypatch.setattr(trainer.Trainer, "train_step", lambda self, *a: steps.append(1) or original(self, *a))
+    return steps
+
+
+@pytest.mark.parametrize("content,words", [
+    (b"not an image", "cannot read image header"),
+    ("16bit", "16-bit PNG; expected 8 bits per channel"),
+])
+def test_a_bad_training_image_stops_before_the_first_step(data, tmp_path, monkeypatch, content, words):
+    from spnir.train import run_training
+
+    bad = data / "train" / "img01.png"
+    if content == "16bit":
+        from PIL import Image
+        import numpy as np
+
+        Image.fromarray(np.zeros((32, 32), dtype=np.uint16)).save(bad)
+    else:
+        bad.write_bytes(content)
+    steps = _count_steps(monkeypatch)
+    with pytest.raises(SpnirError, match=f"{bad}: {words}"):
+        run_training(tiny_config(spn=False), tmp_path / "run")
+    assert steps == []
+
+
+def test_data_verify_decodes_everything_up_front(data, tmp_path, monkeypatch):
+    from spnir.train import run_training
+
+    bad = data / "train" / "img02.png"
+    _truncate(bad)  # the header is intact: only decoding shows it
+    steps = _count_steps(monkeypatch)
+    with pytest.raises(SpnirError, match=f"{bad}: cannot read image \\(image file is truncated\\)"):
+        run_training(tiny_config(spn=False, data={"verify": True}), tmp_path / "run")
+    assert steps == []
+    # without data.verify the file is found when first read, in one line that names the switch
+    with pytest.raises(SpnirError) as info:
+        run_training(tiny_config(spn=False, total=20), tmp_path / "run2")
+    assert str(info.value).startswith(f"{bad}: cannot read image") and "data.verify: true" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_one_line_errors_from_loader_workers(data, tmp_path):
+    from spnir.train import run_training
+
+    bad = data / "train" / "img03.png"
+    _truncate(bad)
+    config = tiny_config(spn=False, total=20)
+    config["data"]["train"]["workers"] = 1
+    with pytest.raises(SpnirError) as info:
+        run_training(config, tmp_path / "run")
+    assert str(info.value).startswith(f"{bad}: cannot read image") and "Traceback" not in str(info.value)
+
+
+def test_validation_images_follow_evals_rule(data, tmp_path):
+    from spnir.train import run_training
+
+    from train_support import write_images
+
+    write_images(data / "val", 2, size=24, seed=2)
+    bad = data / "val" / "img01.png"
+    bad.write_bytes(b"broken")
+    result = run_training(tiny_config(spn=False, total=3), tmp_path / "run")  # skip: the default
+    assert result.completed
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert f"validation set v: skipped {bad}: cannot read image header" in log
+    with pytest.raises(SpnirError, match=f"{bad}: cannot read image header"):
+        run_training(tiny_config(spn=False, total=3, val={"every": 3, "on_error": "stop"}), tmp_path / "run2")
+    assert not (tmp_path / "run2" / "checkpoints").exists() or not list((tmp_path / "run2" / "checkpoints").iterdir())
+
+
+def test_a_validation_set_with_no_good_image_stops_the_run(data, tmp_path):
+    from spnir.train import run_training
+
+    (data / "val" / "img00.png").write_bytes(b"broken")
+    with pytest.raises(SpnirError, match="every one of its 1 images failed its check; the first: .*img00.png"):
+        run_training(tiny_config(spn=False, total=3), tmp_path / "run")
+
+
+def test_paired_folders_skip_or_stop_on_a_bad_pair(tmp_path):
+    from spnir.data import PairedFolder
+    from train_support import write_images
+
+    write_images(tmp_path / "lq", 3, size=8)
+    write_images(tmp_path / "gt", 3, size=16)
+    _truncate(tmp_path / "gt" / "img01.png")
+    assert len(PairedFolder(tmp_path / "lq", tmp_path / "gt", scale=2)) == 3  # headers alone cannot tell
+    with pytest.raises(SpnirError, match="img01.png: cannot read image"):
+        PairedFolder(tmp_path / "lq", tmp_path / "gt", scale=2, verify=True)
+    folder = PairedFolder(tmp_path / "lq", tmp_path / "gt", scale=2, verify=True, on_error="skip")
+    assert len(folder) == 2 and folder.skipped[0][0] == str(tmp_path / "lq" / "img01.png")

@@ -36,17 +36,36 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Literal, TypeVar
 
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from spnir.errors import SpnirError
-from spnir.imageio import is_image_file, list_images, read_image
+from spnir.imageio import header_size, is_image_file, list_images, read_image
 
 log = logging.getLogger("spnir.data")
 
 LAYOUTS = ("sr", "reside", "rain100", "ddn", "gopro", "csv")
+OnError = Literal["skip", "stop"]
+Item = TypeVar("Item")
+Checked = TypeVar("Checked")
+
+
+def screen(items: Iterable[Item], check: Callable[[Item], Checked], on_error: OnError, name: Callable[[Item], str]
+           ) -> tuple[list[Checked], list[tuple[str, str]]]:
+    """``(checked, skipped)``: ``check(item)`` of every item; one raising :class:`SpnirError` is skipped with its
+    reason (``on_error="skip"``, as ``spnir eval`` does) or stops (``"stop"``). ``skipped``: ``(name, reason)``."""
+    if on_error not in ("skip", "stop"):
+        raise SpnirError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
+    kept, skipped = [], []
+    for item in items:
+        try:
+            kept.append(check(item))
+        except SpnirError as exc:
+            if on_error == "stop":
+                raise
+            skipped.append((name(item), str(exc)))
+    return kept, skipped
 _GOPRO_LQ_FOLDERS = ("blur", "blur_gamma")
 
 
@@ -59,16 +78,6 @@ class Pair:
     lq_size: tuple[int, int]  # (H, W) as stored
     gt_size: tuple[int, int]  # (H, W) as returned, after ``gt_box``
     gt_box: tuple[int, int, int, int] | None = None
-
-
-def header_size(path: Path) -> tuple[int, int]:
-    """``(H, W)`` of an image file from its header, without decoding the pixels."""
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SpnirError(f"{path}: cannot read image header ({exc}); expected an intact image file") from exc
-    return height, width
 
 
 def sr_gt_box(lq_size: tuple[int, int], gt_size: tuple[int, int], scale: int) -> tuple[int, int, int, int] | None:
@@ -169,7 +178,9 @@ class PairedFolder(Dataset):
     rejected). ``len()`` is the number of pairs. ``scale`` is the GT/LQ size ratio (1 for all tasks but SR).
     ``check_sizes=False`` skips reading the headers (for huge sets whose sizes you trust). ``verify=True``
     decodes every image once at construction so that truncated or corrupt files fail now rather than mid-training
-    (headers alone cannot reveal a cut-off JPEG); it costs one full read of the set.
+    (headers alone cannot reveal a cut-off JPEG); it costs one full read of the set. A pair whose check fails
+    stops construction (``on_error="stop"``) or is left out and listed in :attr:`skipped` with its reason
+    (``"skip"``); a set with no pair left is an error either way.
     """
 
     def __init__(
@@ -181,6 +192,7 @@ class PairedFolder(Dataset):
         pairs: str | os.PathLike | None = None,
         check_sizes: bool = True,
         verify: bool = False,
+        on_error: OnError = "stop",
     ) -> None:
         if layout != "auto" and layout not in LAYOUTS:
             raise SpnirError(f"unknown layout {layout!r}; expected 'auto' or one of {', '.join(LAYOUTS)}")
@@ -198,10 +210,22 @@ class PairedFolder(Dataset):
             why = " (tried before 'gopro' at scale > 1: it crops an HR that is not a multiple of the scale)" \
                 if self.layout == "sr" else ""
             log.info("%s: layout %r chosen, %d pairs%s", self.lq_dir, self.layout, len(matched), why)
-        self.pairs: list[Pair] = [self._checked_pair(lq, gt, check_sizes) for lq, gt in matched]
-        if verify:
-            for path in sorted({p for pair in self.pairs for p in (pair.lq, pair.gt)}):
-                read_image(path)
+        decoded: set[Path] = set()
+
+        def check(match: tuple[Path, Path]) -> Pair:
+            pair = self._checked_pair(*match, check_sizes)
+            for path in match if verify else ():
+                if path not in decoded:  # a GT shared by several LQ images (RESIDE) is decoded once
+                    read_image(path)
+                    decoded.add(path)
+            return pair
+
+        self.pairs: list[Pair]
+        self.skipped: list[tuple[str, str]]  # (LQ file, reason) of the pairs left out
+        self.pairs, self.skipped = screen(matched, check, on_error, name=lambda match: str(match[0]))
+        if not self.pairs:
+            raise SpnirError(f"{self.lq_dir}: every one of the {len(matched)} pairs failed its check; the first: "
+                             f"{self.skipped[0][1]}")
 
     # -- matching -------------------------------------------------------------------------------------
     def _rules(self) -> dict[str, Callable[[str], str | None]]:

@@ -30,9 +30,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from spnir.data.degrade import Compose, depth_proxy, mod_crop
-from spnir.data.paired import header_size
+from spnir.data.paired import OnError, screen
 from spnir.errors import SpnirError
-from spnir.imageio import list_images, read_image
+from spnir.imageio import header_size, list_images, read_image
 
 _SAMPLE_STREAM, _SHUFFLE_STREAM, _SYNTHETIC_STREAM = 0, 1, 2
 
@@ -123,6 +123,7 @@ class CleanImages(Dataset):
         self.names = list(names) if names is not None else (
             [str(p) for p in self.paths] if self.paths is not None else [f"image{i}" for i in range(count)])
         self.depths = list(depths) if depths is not None else [None] * count
+        self.skipped: list[tuple[str, str]] = []  # (file, reason) of images from_folder left out
         if len(self.names) != count or len(self.depths) != count:
             raise SpnirError(f"CleanImages: {count} images but {len(self.names)} names and {len(self.depths)} depths")
         for name, img, d in zip(self.names, self.images or [None] * count, self.depths):
@@ -132,9 +133,27 @@ class CleanImages(Dataset):
                 raise SpnirError(f"{name}: depth {tuple(d.shape[-2:])} does not match image {tuple(img.shape[-2:])}")
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, recursive: bool = False) -> "CleanImages":
-        """Every image file in ``folder`` (read on demand with :mod:`spnir.imageio`)."""
-        return cls(paths=list_images(folder, recursive=recursive))
+    def from_folder(cls, folder: str | os.PathLike, recursive: bool = False, verify: bool = False,
+                    on_error: OnError = "stop") -> "CleanImages":
+        """Every image file in ``folder`` (read on demand with :mod:`spnir.imageio`), each checked now from its
+        header (readable, 8-bit) or, with ``verify=True``, decoded once. A file that fails stops construction
+        (``on_error="stop"``) or is left out and listed in :attr:`skipped` (``"skip"``)."""
+        files = list_images(folder, recursive=recursive)
+
+        def check(path: Path) -> Path:
+            if verify:
+                read_image(path)
+            else:
+                header_size(path)
+            return path
+
+        paths, skipped = screen(files, check, on_error, name=str)
+        if not paths:
+            raise SpnirError(f"{folder}: every one of its {len(files)} images failed its check; the first: "
+                             f"{skipped[0][1]}")
+        images = cls(paths=paths)
+        images.skipped = skipped
+        return images
 
     @classmethod
     def builtin(cls, split: str = "train") -> "CleanImages":

@@ -54,17 +54,19 @@ def build_model(model_cfg: Config) -> nn.Module:
     return model
 
 
-def _source(entry: Config, scale: int, where: str) -> tuple[Dataset, Any]:
-    """``(dataset, degradation or None)`` of one data entry; paths expanded here."""
+def _source(entry: Config, scale: int, where: str, verify: bool, on_error: str) -> tuple[Dataset, Any]:
+    """``(dataset, degradation or None)`` of one data entry; paths expanded here. Every image file is checked
+    now, from its header or (``verify``) decoded; one that fails stops the run or is skipped (``on_error``)."""
     kind = entry["type"]
     if kind == "paired":
         pairs = expand_path(entry["pairs"], f"{where}.pairs") if entry["pairs"] else None
         folder = PairedFolder(expand_path(entry["lq"], f"{where}.lq"), expand_path(entry["gt"], f"{where}.gt"),
-                              layout=entry["layout"], scale=scale, pairs=pairs)
+                              layout=entry["layout"], scale=scale, pairs=pairs, verify=verify, on_error=on_error)
         return folder, None
     degradation = build_degradation(entry["degradations"], where=f"{where}.degradations")
     if kind == "clean":
-        return CleanImages.from_folder(expand_path(entry["gt"], f"{where}.gt")), degradation
+        folder = expand_path(entry["gt"], f"{where}.gt")
+        return CleanImages.from_folder(folder, verify=verify, on_error=on_error), degradation
     return CleanImages.builtin(entry["split"]), degradation
 
 
@@ -72,7 +74,7 @@ def build_train_data(config: Config) -> PatchDataset:
     """The training patches of ``data.train``: a paired folder, or clean images plus their degradation."""
     entry = config["data"]["train"]
     scale = config["model"]["scale"] or 1
-    source, degradation = _source(entry, scale, "data.train")
+    source, degradation = _source(entry, scale, "data.train", config["data"]["verify"], on_error="stop")
     return PatchDataset(source, entry["patch_size"], scale=scale, degradation=degradation, hflip=entry["flip"],
                         vflip=entry["rot90"], rot90=entry["rot90"], enlarge_ratio=entry["enlarge"],
                         base_seed=config["seed"], cache=entry["cache"])
@@ -83,11 +85,12 @@ def build_val_sets(config: Config) -> list[ValidationSet]:
     scale = config["model"]["scale"] or 1
     sets = []
     for i, entry in enumerate(config["data"]["val"]):
-        source, degradation = _source(entry, scale, f"data.val[{i}]")
+        source, degradation = _source(entry, scale, f"data.val[{i}]", config["data"]["verify"],
+                                      config["val"]["on_error"])
         dataset = source if degradation is None else SyntheticPairs(source, degradation, seed=config["seed"])
         if entry["max_images"]:
             dataset = Subset(dataset, range(min(entry["max_images"], len(dataset))))
-        sets.append(ValidationSet(entry["name"], dataset))
+        sets.append(ValidationSet(entry["name"], dataset, skipped=list(getattr(source, "skipped", []))))
     return sets
 
 
@@ -133,9 +136,24 @@ def _batches(dataset: PatchDataset, config: Config, ctx: DistContext, steps_per_
                             pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
                             prefetch_factor=4 if workers else None,
                             generator=torch.Generator().manual_seed(config["seed"] + step))
-        return iter(loader)
+        return _one_line_errors(iter(loader))
 
     return start
+
+
+_WORKER_ERROR = f"{SpnirError.__module__}.{SpnirError.__name__}: "
+
+
+def _one_line_errors(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``batches``, with a :class:`SpnirError` from a DataLoader worker (which comes back with the worker's
+    traceback as its text) reduced to its own message, and the switch that finds such files up front."""
+    try:
+        yield from batches
+    except SpnirError as exc:
+        text = str(exc)
+        if "Original Traceback" in text and _WORKER_ERROR in text:
+            text = text.rsplit(_WORKER_ERROR, 1)[1].strip()
+        raise SpnirError(f"{text} (data.verify: true decodes every image before the first step)") from None
 
 
 # How a config's user asks for random VGG weights (the message of missing ImageNet weights says it).
@@ -196,6 +214,8 @@ def describe(parts: TrainParts, config: Config) -> list[str]:
                      f"{extra}; feature space: {parts.spn.feature_space}")
     else:
         lines.append("SPN off (baseline)")
+    for vset in parts.validator.sets if parts.validator is not None else []:
+        lines += [f"validation set {vset.name}: skipped {reason}" for _, reason in vset.skipped]  # names the file
     if parts.ema is not None:
         lines.append(f"evaluation EMA decay {config['ema']['decay']}")
     if math.isfinite(parts.grad_clip or math.nan):

@@ -117,6 +117,8 @@ SCHEMA: dict[str, Any] = {
             "workers": _nonneg(4, "data loader worker processes per rank"),
         },
         "val": Field("items", [], "validation sets", item=_VAL_SET),
+        "verify": Field("bool", False, "decode every training and validation image before the first step (finds "
+                        "truncated files, which headers alone do not show; costs one read of the data)"),
     },
     "loss": {
         "type": Field("str", "L1Loss", "reconstruction loss: L1Loss, MSELoss, CharbonnierLoss, PSNRLoss "
@@ -204,6 +206,9 @@ SCHEMA: dict[str, Any] = {
         "y_channel": Field("bool", False, "metrics on the Y channel"),
         "convention": Field("str", "basicsr", "metric convention", choices=("basicsr", "matlab")),
         "use_ema": Field("bool", True, "validate the EMA model when there is one"),
+        "on_error": Field("str", "skip", "a validation image that fails its check at the start is left out with "
+                          "its reason in the log (skip, as spnir eval does) or stops the run (stop)",
+                          choices=("skip", "stop")),
     },
     "checkpoint": {
         "every": _pos(5000, "write a resumable checkpoint every N iterations"),

@@ -16,6 +16,7 @@ from spnir.metrics import MetricSettings, Scores
 class ValidationSet:
     name: str
     dataset: Dataset
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out at the start
 
 
 @dataclass

@@ -55,6 +55,13 @@ def current_settings() -> ProgressSettings:
     return _settings
 
 
+def shows_bar(stream: TextIO | None = None) -> bool:
+    """Whether a bar may be drawn on ``stream`` (default stderr): an interactive terminal, bar on, not quiet."""
+    stream = stream if stream is not None else sys.stderr
+    settings = current_settings()
+    return settings.bar and not settings.quiet and bool(getattr(stream, "isatty", lambda: False)())
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -91,8 +98,7 @@ class Progress:
         self._initial = self.done = self._reported = initial
         self._values: Mapping[str, float] = {}
         self._bar: tqdm | None = None
-        interactive = bool(getattr(self.stream, "isatty", lambda: False)())
-        if self.enabled and bar and settings.bar and interactive:
+        if self.enabled and bar and shows_bar(self.stream):
             self._bar = tqdm(total=total, initial=initial, unit=unit, desc=desc, file=self.stream, leave=False,
                              dynamic_ncols=True, smoothing=0.05)
 

@@ -14,6 +14,7 @@ import torch
 
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
+from spnir.progress import shows_bar
 
 # torchvision's released ImageNet weights: file name (with its sha256 prefix) and address.
 TORCHVISION_FILES: dict[str, str] = {
@@ -100,7 +101,7 @@ def install_vgg_weights(kind: str, source: str | os.PathLike | None = None) -> P
     if source is None:
         url = DOWNLOAD_ROOT + TORCHVISION_FILES[kind]
         try:
-            torch.hub.download_url_to_file(url, str(dest), hash_prefix=prefix, progress=True)
+            torch.hub.download_url_to_file(url, str(dest), hash_prefix=prefix, progress=shows_bar())
         except Exception as exc:  # network errors come in many types
             raise SpnirError(
                 f"could not download {url} ({exc}); fetch the file elsewhere and run "

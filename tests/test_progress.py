@@ -11,7 +11,7 @@ from PIL import Image
 
 from spnir.cli import main
 from spnir.errors import SpnirError
-from spnir.progress import Progress, configure, current_settings
+from spnir.progress import Progress, configure, current_settings, shows_bar
 from train_support import make_data, tiny_config
 
 
@@ -69,6 +69,14 @@ def test_terminal_gets_a_bar_unless_it_is_turned_off():
     configure(status_every=10)
     text = _run(Terminal(), FakeClock(), steps=20, bar=False)  # log.progress: false
     assert "\r" not in text and len(text.splitlines()) == 2
+
+
+def test_downloads_draw_a_bar_only_where_loops_do():
+    assert shows_bar(Terminal()) and not shows_bar(io.StringIO())
+    configure(bar=False)
+    assert not shows_bar(Terminal())
+    configure(quiet=True)
+    assert not shows_bar(Terminal())
 
 
 def test_quiet_and_the_environment_silence_everything(monkeypatch):

@@ -85,6 +85,7 @@ def test_cli_restore_names_a_bad_override(tmp_path, capsys):
     ("spn.layer_weights={relu9_9: 1.0}", "spn.layer_weights names ['relu9_9']"),
     ("spn.max_distance=1.0", None),
     ("model.name=nosuchmodule:build", "cannot import build from nosuchmodule"),
+    ("data.val=[{name: v, type: paired, lq: a, gt: b, layout: csv}]", "layout csv needs pairs"),
 ])
 def test_print_config_refuses_what_the_run_would(override, words, capsys):
     config = tiny_config()

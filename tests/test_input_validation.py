@@ -355,3 +355,14 @@ def test_paired_folders_skip_or_stop_on_a_bad_pair(tmp_path):
         PairedFolder(tmp_path / "lq", tmp_path / "gt", scale=2, verify=True)
     folder = PairedFolder(tmp_path / "lq", tmp_path / "gt", scale=2, verify=True, on_error="skip")
     assert len(folder) == 2 and folder.skipped[0][0] == str(tmp_path / "lq" / "img01.png")
+
+
+def test_missing_frozen_negative_files_are_named_before_the_data_is_read(tmp_path, monkeypatch):
+    from spnir.train import run_training
+    import spnir.train.build as build
+
+    monkeypatch.setattr(build, "build_train_data", lambda config: pytest.fail("data read before the check"))
+    config = tiny_config()
+    config["spn"].update(source="frozen", frozen=[str(tmp_path / "gone.pt")])
+    with pytest.raises(SpnirError, match=r"spn.frozen\[0\] = .*gone.pt.*: no such checkpoint file"):
+        run_training(config, tmp_path / "run")

@@ -116,9 +116,8 @@ def build_negative_source(cfg: Config, seed: int) -> nn.Module:
     if cfg["source"] == "input":
         return InputNegatives()
     if cfg["source"] == "frozen":
-        paths = cfg["frozen"] if isinstance(cfg["frozen"], list) else [cfg["frozen"]]
         return FrozenNegatives([model_from_checkpoint(expand_path(str(p), f"spn.frozen[{i}]"))
-                                for i, p in enumerate(paths)])
+                                for i, p in enumerate(_frozen_paths(cfg))])
     return DegradedGTNegatives(cfg["degradations"], seed=seed, count=cfg["count"])
 
 
@@ -160,10 +159,26 @@ def _one_line_errors(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, An
 ASK_RANDOM_VGG = "--set spn.vgg_weights=random (or spn.vgg_weights: random in the config)"
 
 
+def check_weight_files(config: Config) -> None:
+    """The weight files the run will read exist (VGG, ``spn.frozen``): said before any data is read."""
+    spn = config["spn"]
+    if not spn["enabled"]:
+        return
+    resolve_vgg_weights(spn["features"], spn["vgg_weights"], ask_random=ASK_RANDOM_VGG)
+    if spn["source"] == "frozen":
+        for i, entry in enumerate(_frozen_paths(spn)):
+            path = expand_path(str(entry), f"spn.frozen[{i}]")
+            if not path.is_file():
+                raise SpnirError(f"spn.frozen[{i}] = {str(entry)!r}: no such checkpoint file {path}")
+
+
+def _frozen_paths(spn: Config) -> list[Any]:
+    return spn["frozen"] if isinstance(spn["frozen"], list) else [spn["frozen"]]
+
+
 def build_parts(config: Config, ctx: DistContext) -> TrainParts:
     """All parts of a run, on ``ctx.device``; the model is wrapped in DDP when there are several ranks."""
-    if config["spn"]["enabled"]:  # missing VGG weights are said before the data is read
-        resolve_vgg_weights(config["spn"]["features"], config["spn"]["vgg_weights"], ask_random=ASK_RANDOM_VGG)
+    check_weight_files(config)
     seed_everything(config["seed"])
     model = build_model(config["model"]).to(ctx.device)
     train_set = build_train_data(config)

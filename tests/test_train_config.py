@@ -1,11 +1,10 @@
-"""Config validation, --set overrides, ${VAR} paths, the BasicSR mapping, and the learning-rate schedules."""
+"""Config validation, --set overrides, ${VAR} paths and the learning-rate schedules (the BasicSR mapping: test_basicsr_mapping.py)."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-import yaml
 
 from spnir.errors import SpnirError
 from spnir.train.config import apply_override, expand_path, load_config
@@ -74,138 +73,6 @@ def test_env_paths_expand_at_build_time_with_a_clear_error(monkeypatch, tmp_path
 
 
 # The SPN authors' published option file (FFANet on RESIDE indoor), as BasicSR users write them.
-OFFICIAL_SPN_FFANET = """
-name: MCLIR-FFANet_RESIDE_IN_Reproduce_FromScratch
-model_type: ImageRestorationModel_FFANet_Neg_Multi
-scale: 1
-num_gpu: 1
-manual_seed: 42
-datasets:
-  train:
-    name: RESIDE-IN
-    type: PairedImageDataset
-    dataroot_gt: /data/ITS/clear
-    dataroot_lq: /data/ITS/hazy
-    filename_tmpl: '{}'
-    io_backend: {type: disk}
-    gt_size: 128
-    use_hflip: true
-    use_rot: true
-    use_shuffle: true
-    num_worker_per_gpu: 4
-    batch_size_per_gpu: 4
-    dataset_enlarge_ratio: 1
-    pin_memory: true
-  val:
-    name: ITS
-    type: PairedImageDataset
-    dataroot_gt: /data/SOTS/indoor/gt
-    dataroot_lq: /data/SOTS/indoor/hazy
-    io_backend: {type: disk}
-network_g: {type: FFANet, gps: 3, blocks: 19}
-path: {pretrain_network_g: ~, strict_load_g: true, resume_state: ~}
-path_neg: {pretrain_network_g: ~, strict_load_g: true, resume_state: ~}
-train:
-  use_grad_norm: 0.05
-  ema_decay: 0.999
-  neg_decay: [0.1, 0.1, 0.1, 0.1]
-  neg_iter: [100, 200, 500, 1000]
-  neg_start: 0.1
-  optim_g: {type: AdamW, lr: !!float 2e-4, weight_decay: 0.0, betas: [0.9, 0.9]}
-  scheduler: {type: TrueCosineAnnealingLR, T_max: 100000, eta_min: !!float 1e-8}
-  total_iter: 500000
-  warmup_iter: -1
-  pixel_opt: {type: L1Loss, loss_weight: 1.0, reduction: mean}
-  perceptual_opt:
-    type: PerceptualLoss
-    layer_weights: {'relu1_2': 0.2, 'relu2_2': 0.3, 'relu3_3': 0.5}
-    vgg_type: vgg16
-    use_input_norm: true
-    range_norm: false
-    perceptual_weight: 0.001
-    style_weight: 0
-    criterion: l1
-val:
-  val_freq: !!float 5e3
-  save_img: false
-  metrics:
-    psnr: {type: calculate_psnr, crop_border: 0, test_y_channel: false}
-    ssim: {type: calculate_ssim, crop_border: 0, test_y_channel: false}
-logger:
-  print_freq: 200
-  save_checkpoint_freq: !!float 5e3
-  use_tb_logger: true
-  wandb: {project: ~, resume_id: ~}
-dist_params: {backend: nccl, port: 29500}
-"""
-
-
-def test_basicsr_option_file_of_the_spn_authors_is_mapped(tmp_path):
-    path = tmp_path / "ffanet.yml"
-    path.write_text(OFFICIAL_SPN_FFANET)
-    notes: list[str] = []
-    config = load_config(path, notes=notes)
-    assert config["model"] == {"name": "ffanet", "scale": None, "args": {}, "pretrained": None,
-                               "pretrained_key": None, "pretrained_strict": True}
-    spn = config["spn"]
-    assert spn["enabled"] and spn["weight"] == 0.001 and spn["features"] == "vgg16"
-    assert spn["periods"] == [100, 200, 500, 1000] and spn["decays"] == [0.1] * 4 and spn["init_decay"] == 0.1
-    assert spn["layer_weights"] == {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5}
-    assert config["optim"] == {"type": "AdamW", "lr": 2e-4, "betas": [0.9, 0.9], "weight_decay": 0.0, "eps": 1e-8}
-    assert config["scheduler"]["type"] == "cosine" and config["scheduler"]["t_max"] == 100000
-    assert config["scheduler"]["eta_min"] == 1e-8 and config["train"]["total_iter"] == 500000
-    train = config["data"]["train"]
-    assert (train["patch_size"], train["batch_size"], train["flip"], train["rot90"]) == (128, 4, True, True)
-    assert train["lq"] == "/data/ITS/hazy" and config["data"]["val"][0]["name"] == "ITS"
-    assert config["ema"]["decay"] == 0.999 and config["seed"] == 42
-    assert config["val"]["every"] == 5000 and config["val"]["metrics"] == ["psnr", "ssim"]
-    assert config["checkpoint"]["every"] == 5000 and config["log"]["every"] == 200
-    joined = " ".join(notes)
-    assert "use_grad_norm ignored" in joined and "num_gpu ignored" in joined and "dist_params ignored" in joined
-
-
-@pytest.mark.parametrize("edit,words", [
-    (lambda o: o["datasets"]["train"]["io_backend"].update(type="lmdb"), "datasets.train.io_backend.type=lmdb"),
-    (lambda o: o["train"]["perceptual_opt"].update(style_weight=1.0), "train.perceptual_opt.style_weight"),
-    (lambda o: o["train"].update(gan_opt={"type": "GANLoss"}), "train.gan_opt"),
-    (lambda o: o["train"]["scheduler"].update(type="ExponentialLR"), "train.scheduler.type=ExponentialLR"),
-    (lambda o: o["network_g"].update(gps=4), "network_g FFANet with gps=4"),
-    (lambda o: o["datasets"]["train"].update(meta_info_file="x.txt"), "datasets.train.meta_info_file"),
-])
-def test_unsupported_basicsr_parts_are_named(tmp_path, edit, words):
-    options = yaml.safe_load(OFFICIAL_SPN_FFANET)
-    edit(options)
-    path = tmp_path / "o.yml"
-    path.write_text(yaml.safe_dump(options))
-    with pytest.raises(SpnirError) as info:
-        load_config(path)
-    assert "does not support" in str(info.value) and words in str(info.value)
-
-
-def test_basicsr_edsr_option_maps_to_the_preset_and_a_real_perceptual_loss_is_refused(tmp_path):
-    options = {
-        "name": "edsr", "model_type": "SRModel", "scale": 2, "num_gpu": 2, "manual_seed": 10,
-        "datasets": {"train": {"type": "PairedImageDataset", "dataroot_gt": "a", "dataroot_lq": "b", "gt_size": 96,
-                               "use_hflip": True, "use_rot": True, "batch_size_per_gpu": 16,
-                               "dataset_enlarge_ratio": 100, "io_backend": {"type": "disk"}}},
-        "network_g": {"type": "EDSR", "num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 16, "upscale": 2,
-                      "res_scale": 1, "img_range": 255.0, "rgb_mean": [0.4488, 0.4371, 0.4040]},
-        "train": {"optim_g": {"type": "Adam", "lr": 1e-4, "weight_decay": 0, "betas": [0.9, 0.99]},
-                  "scheduler": {"type": "MultiStepLR", "milestones": [200000], "gamma": 0.5},
-                  "total_iter": 300000, "warmup_iter": -1, "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}},
-    }
-    path = tmp_path / "edsr.yml"
-    path.write_text(yaml.safe_dump(options))
-    config = load_config(path)
-    assert config["model"]["name"] == "edsr-baseline" and config["model"]["scale"] == 2 and config["model"]["args"] == {}
-    assert config["data"]["train"]["batch_size"] == 32 and config["data"]["train"]["enlarge"] == 100
-    assert config["spn"]["enabled"] is False and config["ema"]["decay"] is None
-    options["train"]["perceptual_opt"] = {"type": "PerceptualLoss", "perceptual_weight": 1.0}
-    path.write_text(yaml.safe_dump(options))
-    with pytest.raises(SpnirError, match="perceptual_opt without neg_"):
-        load_config(path)
-
-
 def _lrs(sched: dict, total: int, per_epoch: int = 1, steps: int | None = None) -> list[float]:
     param = torch.nn.Parameter(torch.zeros(1))
     config = load_config(tiny_config(), [f"scheduler={sched}"])
@@ -247,32 +114,3 @@ def test_epoch_unit_changes_the_lr_once_per_epoch():
         optimizer.step()
         scheduler.step()
     assert lrs == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
-
-
-def test_basicsr_gradient_clipping_follows_each_codebase(tmp_path):
-    options = {
-        "name": "nafnet", "scale": 1, "num_gpu": 1,
-        "network_g": {"type": "NAFNet", "width": 32, "enc_blk_nums": [1, 1, 1, 28], "middle_blk_num": 1,
-                      "dec_blk_nums": [1, 1, 1, 1]},
-        "datasets": {"train": {"type": "PairedImageDataset", "dataroot_gt": "a", "dataroot_lq": "b", "gt_size": 256,
-                               "batch_size_per_gpu": 4, "io_backend": {"type": "disk"}}},
-        "train": {"total_iter": 10, "pixel_opt": {"type": "PSNRLoss", "loss_weight": 1},
-                  "optim_g": {"type": "AdamW", "lr": 1e-3}},
-    }
-    path = tmp_path / "nafnet.yml"
-    path.write_text(yaml.safe_dump(options))
-    assert load_config(path)["train"]["grad_clip"] == 0.01  # NAFNet's trainer clips at 0.01 by default
-    options["train"]["use_grad_clip"] = 0.5  # BasicSR-derived code passes a number as the max norm
-    path.write_text(yaml.safe_dump(options))
-    assert load_config(path)["train"]["grad_clip"] == 0.5
-
-
-def test_basicsr_negatives_with_different_decays_pair_as_the_official_loop(tmp_path):
-    path = tmp_path / "neg.yml"
-    options = yaml.safe_load(OFFICIAL_SPN_FFANET)
-    options["train"]["neg_decay"] = [0.1, 0.2, 0.3, 0.4]
-    path.write_text(yaml.safe_dump(options))
-    notes: list[str] = []
-    spn = load_config(path, notes=notes)["spn"]
-    assert spn["periods"] == [1000, 500, 200, 100] and spn["decays"] == [0.1, 0.2, 0.3, 0.4]
-    assert any("reverse order" in n for n in notes)

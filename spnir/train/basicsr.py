@@ -3,9 +3,15 @@
 Every key of the option file is either mapped, noted as having no effect here (``notes``: multi-GPU
 settings that torchrun replaces, logging back-ends, I/O hints), or refused: a setting that would change
 the training and that spnir does not implement stops with an error naming it, never silently dropped.
+
+``model_type`` decides what the other keys mean, as the class it names does (:data:`MODEL_TYPES`, read
+from the classes of the SPN authors' fork, github.com/Aitical/MCLIR, and NAFNet's own trainer): whether
+``neg_*`` settings make negatives, how ``use_grad_clip`` clips, which network is validated, the default of
+``neg_start``. The notes say, per key, what it became.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from spnir.errors import SpnirError
@@ -36,14 +42,12 @@ _SCHEDULERS = {"MultiStepLR", "MultiStepRestartLR", "CosineAnnealingRestartLR", 
                "CosineAnnealingLR", "LinearLR"}
 # Keys with no effect in spnir, and why.
 _IGNORED_TOP = {
-    "model_type": "spnir has one training loop; SPN is on when the option file has neg_* settings",
     "num_gpu": "the number of processes comes from torchrun (--nproc_per_node)",
     "dist_params": "torchrun sets up the process group",
     "is_train": "implied by spnir train",
     "dist": "torchrun sets up the process group",
     "rank": "torchrun sets the rank",
     "world_size": "torchrun sets the world size",
-    "path_neg": "the negatives are built from network_g",
     "complie": "use train.compile",
     "find_unused_parameters": "spnir's DDP wrapper decides",
     "use_static_graph": "spnir's DDP wrapper decides",
@@ -52,10 +56,69 @@ _IGNORED_DATA = {"name", "io_backend", "filename_tmpl", "use_shuffle", "pin_memo
                  "num_worker_per_gpu", "batch_size_per_gpu", "type", "phase", "scale", "cache_data"}
 
 
+@dataclass(frozen=True)
+class ModelType:
+    """What one BasicSR model class does with the settings spnir maps, as its code does it.
+
+    ``negatives``: ``None`` (the class has none; ``neg_*`` unread), ``"single"`` (one negative, scalar
+    ``neg_iter``/``neg_decay``), ``"multi"`` (``neg_iter``/``neg_decay`` lists, refreshed periodically) or
+    ``"adaptive"`` (``len(neg_iter)`` negatives refreshed only when the residual std exceeds ``neg_t``).
+    ``neg_start``: its default when the file has none. ``clip``: ``"norm"`` (a true ``use_grad_clip`` is
+    passed as the max norm, ``true`` -> 1.0), ``"nafnet"`` (any true value clips at 0.01; on by default) or
+    ``None`` (never read). ``ema``: whether ``ema_decay`` builds an EMA copy; ``validates_ema``: whether
+    validation runs on it. ``ffanet_input``: ``feed_data`` normalises the input with FFA-Net's mean/std.
+    """
+
+    source: str
+    negatives: str | None = None
+    neg_start: float | None = None
+    clip: str | None = "norm"
+    ema: bool = True
+    validates_ema: bool = True
+    ffanet_input: bool = False
+
+
+_FORK = "Aitical/MCLIR basicsr/models/"
+MODEL_TYPES: dict[str, ModelType] = {
+    # sr_model.py, SRModel: plain training, no clipping (use_grad_clip unread), test() on net_g_ema if any.
+    "SRModel": ModelType(_FORK + "sr_model.py SRModel", clip=None),
+    # sr_neg_model.py, SRNegModel: one negative, neg_start default 0.999, refreshed when
+    # current_iter % neg_iter == 0 with neg_decay; clip_grad_norm_(..., use_grad_clip); test() on the EMA.
+    "SRNegModel": ModelType(_FORK + "sr_neg_model.py SRNegModel", "single", 0.999),
+    # sr_neg_model.py, SwinIRNegModel(SRNegModel): test() pads to the window (spnir's SwinIR pads itself).
+    "SwinIRNegModel": ModelType(_FORK + "sr_neg_model.py SwinIRNegModel", "single", 0.999),
+    # sr_neg_multi_model.py, SRNegModel_Multi: len(neg_iter) negatives, neg_start default 0.01, negative
+    # idx refreshed every neg_iter[::-1][idx] steps with neg_decay[idx]; test() on the EMA.
+    "SRNegModel_Multi": ModelType(_FORK + "sr_neg_multi_model.py SRNegModel_Multi", "multi", 0.01),
+    "SwinIRNegModel_Multi": ModelType(_FORK + "sr_neg_multi_model.py SwinIRNegModel_Multi", "multi", 0.01),
+    # image_restoration_ffanet_neg_model.py, ImageRestorationModel_FFANet_Neg_Multi(SRNegModel_Multi):
+    # feed_data normalises lq with mean (0.64, 0.6, 0.58) / std (0.14, 0.15, 0.152); test() runs net_g.
+    "ImageRestorationModel_FFANet_Neg_Multi": ModelType(
+        _FORK + "image_restoration_ffanet_neg_model.py ImageRestorationModel_FFANet_Neg_Multi", "multi", 0.01,
+        validates_ema=False, ffanet_input=True),
+    # image_restoration_ffanet_neg_adaptive_ddp_model.py, ..._Adaptive_DDP: the periodic refresh is commented
+    # out; when std(2 * (out - gt)) > neg_t (default 0.022) negative update_neg_count % neg_num is refreshed
+    # with decay 0.001; test() runs net_g.
+    "ImageRestorationModel_FFANet_Neg_Multi_Adaptive_DDP": ModelType(
+        _FORK + "image_restoration_ffanet_neg_adaptive_ddp_model.py "
+        "ImageRestorationModel_FFANet_Neg_Multi_Adaptive_DDP", "adaptive", 0.01,
+        validates_ema=False, ffanet_input=True),
+    # megvii-research/NAFNet basicsr/models/image_restoration_model.py, ImageRestorationModel:
+    # use_grad_clip default True, clip_grad_norm_(..., 0.01) for any true value; no EMA; test() runs net_g.
+    "ImageRestorationModel": ModelType("megvii-research/NAFNet basicsr/models/image_restoration_model.py "
+                                       "ImageRestorationModel", clip="nafnet", ema=False, validates_ema=False),
+}
+ADAPTIVE_THRESHOLD = 0.022  # the adaptive class's neg_t default
+ADAPTIVE_DECAY = 0.001  # the adaptive class's refresh decay (fixed in its code)
+NAFNET_CLIP = 0.01  # NAFNet's ImageRestorationModel clips at this norm whenever use_grad_clip is true
+
+
 def map_basicsr_options(opt: Options, origin: str, notes: list[str]) -> Options:
     """Translate a BasicSR-style option dict into a spnir config dict (validated afterwards)."""
     opt = dict(opt)
     refused: list[str] = []
+    kind = _model_type(opt.pop("model_type", None), origin)
+    notes.append(f"model_type {kind[0]}: mapped as {kind[1].source} trains")
     config: Options = {"name": opt.pop("name", None), "seed": opt.pop("manual_seed", 0)}
     scale = opt.pop("scale", None)
     num_gpu = opt.get("num_gpu")
@@ -66,14 +129,21 @@ def map_basicsr_options(opt: Options, origin: str, notes: list[str]) -> Options:
                 config.setdefault("train", {})["compile"] = True
             notes.append(f"{key} ignored: {why}")
     config["model"] = _map_network(opt.pop("network_g", None), scale, origin, refused)
+    _map_input_normalisation(kind[1], config["model"], notes, refused)
+    path_neg = opt.pop("path_neg", None) or {}
+    if path_neg.get("pretrain_network_g_neg") is not None:
+        refused.append("path_neg.pretrain_network_g_neg (spnir builds the negatives from network_g)")
+    if opt.pop("network_g_net", None) is not None:
+        refused.append("network_g_net (a negative of another architecture)")
     _map_path(opt.pop("path", None) or {}, config, refused)
     datasets = opt.pop("datasets", None) or {}
     config["data"] = _map_datasets(datasets, num_gpu, notes, refused)
     if config["model"].get("scale") and config["model"]["scale"] > 1:
         config["task"] = "sr"
     train = dict(opt.pop("train", None) or {})
-    _map_train(train, config, notes, refused)
+    _map_train(train, kind[1], config, notes, refused)
     _map_val(opt.pop("val", None) or {}, config, refused)
+    _map_validated_network(kind[1], config, notes)
     _map_logger(opt.pop("logger", None) or {}, config, notes, refused)
     for key in opt:
         refused.append(f"{key} (unknown top-level option)")
@@ -81,6 +151,38 @@ def map_basicsr_options(opt: Options, origin: str, notes: list[str]) -> Options:
         raise SpnirError(f"{origin}: BasicSR options spnir does not support (they would change the training): "
                          + "; ".join(refused))
     return config
+
+
+def _model_type(name: Any, origin: str) -> tuple[str, ModelType]:
+    """``(name, semantics)`` of the option file's ``model_type``; absent or unknown types are refused."""
+    if name in MODEL_TYPES:
+        return name, MODEL_TYPES[name]
+    known = ", ".join(MODEL_TYPES)
+    if name is None:
+        raise SpnirError(f"{origin}: model_type is missing; BasicSR needs it and it decides what the options "
+                         f"mean (negatives, clipping, the validated network). spnir maps: {known}")
+    raise SpnirError(f"{origin}: model_type {name!r} is not one spnir maps (it maps the classes of the SPN "
+                     f"authors' fork and NAFNet's trainer: {known}); write a spnir config instead (docs/training.md)")
+
+
+def _map_input_normalisation(kind: ModelType, model: Options, notes: list[str], refused: list[str]) -> None:
+    """FFA-Net's input normalisation: in the fork's FFANet classes' ``feed_data``, in spnir's preset."""
+    if model.get("name") != "ffanet":
+        if kind.ffanet_input:
+            refused.append(f"network_g {model.get('name')} under a model_type that normalises the input with "
+                           "FFA-Net's mean/std (spnir does that in the ffanet preset only)")
+        return
+    if not kind.ffanet_input:
+        model.setdefault("args", {})["input_norm"] = False
+        notes.append("network_g FFANet -> model.args.input_norm false: this model_type feeds the input "
+                     "unnormalised (only the FFANet classes normalise it)")
+
+
+def _map_validated_network(kind: ModelType, config: Options, notes: list[str]) -> None:
+    if config["ema"]["decay"] is not None and not kind.validates_ema:
+        config["val"]["use_ema"] = False
+        notes.append("val.use_ema false: this model_type validates the trained network, not the EMA copy "
+                     "(the EMA is still kept and saved)")
 
 
 def _map_network(net: Options | None, scale: Any, origin: str, refused: list[str]) -> Options:
@@ -173,47 +275,33 @@ def _map_datasets(datasets: Options, num_gpu: Any, notes: list[str], refused: li
     return data
 
 
-def _map_train(train: Options, config: Options, notes: list[str], refused: list[str]) -> None:
-    spn_keys = {"neg_decay", "neg_iter", "neg_start", "neg_t", "update_scaling"}
-    uses_spn = bool(spn_keys & set(train))
+def _map_train(train: Options, kind: ModelType, config: Options, notes: list[str], refused: list[str]) -> None:
     if "pixel_opt" in train:
         pixel = dict(train.pop("pixel_opt") or {})
-        kind = pixel.pop("type", None)
-        if kind not in _LOSS_TYPES:
-            refused.append(f"train.pixel_opt.type={kind} (supported: {', '.join(sorted(_LOSS_TYPES))})")
-        loss: Options = {"type": kind, "weight": pixel.pop("loss_weight", 1.0)}
+        loss_type = pixel.pop("type", None)
+        if loss_type not in _LOSS_TYPES:
+            refused.append(f"train.pixel_opt.type={loss_type} (supported: {', '.join(sorted(_LOSS_TYPES))})")
+        loss: Options = {"type": loss_type, "weight": pixel.pop("loss_weight", 1.0)}
         if pixel.pop("reduction", "mean") != "mean":
             refused.append("train.pixel_opt.reduction (spnir trains with mean)")
         if pixel:
             loss["args"] = pixel
         config["loss"] = loss
     perceptual = train.pop("perceptual_opt", None)
-    if perceptual:
-        if uses_spn:
-            config["spn"] = _map_negative_loss(dict(perceptual), refused)
-        else:
-            refused.append("train.perceptual_opt without neg_* settings (a perceptual loss towards GT is not "
-                           "part of spnir; with neg_decay/neg_iter it is SPN's negative term)")
-    if uses_spn:
-        spn = config.setdefault("spn", {"enabled": True})
-        iters, decays = train.pop("neg_iter", None), train.pop("neg_decay", None)
-        if iters is not None:
-            spn["periods"] = iters if isinstance(iters, list) else [iters]
-        if decays is not None:
-            spn["decays"] = decays if isinstance(decays, list) else [decays] * len(spn.get("periods", [1]))
-            if len(set(spn["decays"])) > 1 and "periods" in spn:
-                # the official loop refreshes negative k every neg_iter[::-1][k] steps with neg_decay[k]
-                spn["periods"] = list(reversed(spn["periods"]))
-                notes.append("neg_iter paired with neg_decay in reverse order, as the official code does: "
-                             f"periods {spn['periods']} with decays {spn['decays']}")
-        if "neg_start" in train:
-            spn["init_decay"] = train.pop("neg_start")
-        if "neg_t" in train:
-            spn["adaptive_threshold"] = train.pop("neg_t")
-        if train.get("update_scaling", 1.0) != 1.0:
-            refused.append("train.update_scaling (read but unused by the official code)")
-        train.pop("update_scaling", None)
-    if "ema_decay" in train:
+    if perceptual and kind.negatives is None:
+        refused.append("train.perceptual_opt under a model_type without negatives (a perceptual loss towards GT "
+                       "is not part of spnir; the fork's *Neg* model types make it SPN's negative term)")
+    elif perceptual:
+        config["spn"] = _map_negative_loss(dict(perceptual), refused)
+    elif kind.negatives is not None:
+        notes.append("no train.perceptual_opt: this model_type then computes no negative term; SPN off")
+    _map_negatives(train, kind, config.get("spn"), notes, refused)
+    if not kind.ema:
+        if "ema_decay" in train:
+            notes.append("train.ema_decay ignored: this model_type keeps no EMA copy")
+            train.pop("ema_decay")
+        config["ema"] = {"decay": None}
+    elif "ema_decay" in train:
         decay = train.pop("ema_decay")
         config["ema"] = {"decay": decay if decay and decay > 0 else None}
     else:
@@ -233,7 +321,7 @@ def _map_train(train: Options, config: Options, notes: list[str], refused: list[
     warmup = train.pop("warmup_iter", -1)
     if warmup is not None and warmup > 0:
         config.setdefault("scheduler", {})["warmup"] = warmup
-    _map_grad_clip(train.pop("use_grad_clip", None), config, notes)
+    _map_grad_clip(train, kind, config, notes)
     if "use_grad_norm" in train:
         notes.append("train.use_grad_norm ignored: the official code never reads it (its clipping key is "
                      "use_grad_clip)")
@@ -241,21 +329,83 @@ def _map_train(train: Options, config: Options, notes: list[str], refused: list[
     refused.extend(f"train.{k}" for k in train)
 
 
-# NAFNet's trainer clips the gradient norm at 0.01 whenever use_grad_clip is on, and it is on by default;
-# BasicSR-derived code (the SPN authors' included) passes a numeric use_grad_clip as the max norm.
-_NAFNET_CLIP = 0.01
+_NEG_KEYS = ("neg_iter", "neg_decay", "neg_start", "neg_t", "update_scaling")
 
 
-def _map_grad_clip(value: Any, config: Options, notes: list[str]) -> None:
-    nafnet = str(config["model"].get("name", "")).startswith("nafnet")
-    if value is None and nafnet:
-        value = True
-    if value is True:
-        config["train"]["grad_clip"] = _NAFNET_CLIP
-        notes.append(f"gradient norm clipped at {_NAFNET_CLIP}, as NAFNet's trainer does when use_grad_clip is on "
-                     "(its default)")
-    elif value:
-        config["train"]["grad_clip"] = value
+def _map_negatives(train: Options, kind: ModelType, spn: Options | None, notes: list[str],
+                   refused: list[str]) -> None:
+    """``neg_*`` -> the schedule of ``spn`` (None: SPN off), as the model type's class reads them."""
+    if kind.negatives is None or spn is None:
+        for key in _NEG_KEYS:
+            if key in train:
+                train.pop(key)
+                why = "this model_type has no negatives" if kind.negatives is None else "SPN is off"
+                notes.append(f"train.{key} ignored: {why}")
+        return
+    iters, decays = train.pop("neg_iter", None), train.pop("neg_decay", None)
+    if kind.negatives == "single":
+        if not isinstance(iters, int) or isinstance(iters, bool) or iters <= 0:
+            refused.append(f"train.neg_iter={iters!r} (this model_type refreshes its one negative every "
+                           "neg_iter iterations: a positive integer)")
+            return
+        decay = 0.0 if decays is None else decays
+        spn["periods"], spn["decays"] = [iters], [decay]
+        notes.append(f"train.neg_iter/neg_decay -> spn.periods [{iters}], spn.decays [{decay}]"
+                     + (" (neg_decay absent: the class's default 0, a copy of the target)" if decays is None else ""))
+    else:
+        if not isinstance(iters, list) or not iters:
+            refused.append(f"train.neg_iter={iters!r} (this model_type needs a list: one entry per negative)")
+            return
+        if kind.negatives == "adaptive":
+            spn["periods"] = [0] * len(iters)
+            spn["decays"] = [ADAPTIVE_DECAY] * len(iters)
+            spn["adaptive_threshold"] = train.pop("neg_t", ADAPTIVE_THRESHOLD)
+            spn["adaptive_decay"] = ADAPTIVE_DECAY
+            notes.append(f"train.neg_iter -> {len(iters)} negatives, spn.periods {spn['periods']}: this model_type "
+                         "refreshes adaptively only (its periodic refresh is commented out); neg_decay has no effect")
+            notes.append(f"train.neg_t -> spn.adaptive_threshold {spn['adaptive_threshold']}"
+                         + (" (absent: the class's default)" if spn["adaptive_threshold"] == ADAPTIVE_THRESHOLD else "")
+                         + f", spn.adaptive_decay {ADAPTIVE_DECAY} (fixed in the class)")
+        else:
+            if not isinstance(decays, list) or len(decays) != len(iters):
+                refused.append(f"train.neg_decay={decays!r} (this model_type needs one decay per neg_iter entry)")
+                return
+            # the class refreshes negative k every neg_iter[::-1][k] steps with neg_decay[k]
+            spn["periods"], spn["decays"] = list(reversed(iters)), list(decays)
+            notes.append(f"train.neg_iter/neg_decay -> spn.periods {spn['periods']}, spn.decays {spn['decays']}: "
+                         "neg_iter paired with neg_decay in reverse order, as the class does")
+    if "neg_start" in train:
+        spn["init_decay"] = train.pop("neg_start")
+        notes.append(f"train.neg_start -> spn.init_decay {spn['init_decay']}")
+    else:
+        spn["init_decay"] = kind.neg_start
+        notes.append(f"train.neg_start absent -> spn.init_decay {kind.neg_start} (the class's default)")
+    if "neg_t" in train:
+        train.pop("neg_t")
+        notes.append("train.neg_t ignored: this model_type refreshes periodically only")
+    if "update_scaling" in train:
+        train.pop("update_scaling")
+        notes.append("train.update_scaling ignored: the fork reads it but never uses it")
+
+
+def _map_grad_clip(train: Options, kind: ModelType, config: Options, notes: list[str]) -> None:
+    """``use_grad_clip`` as the class reads it (absent, false, true, or a number)."""
+    present = "use_grad_clip" in train
+    value = train.pop("use_grad_clip", None)
+    if kind.clip is None:
+        if value:
+            notes.append("train.use_grad_clip ignored: this model_type never clips")
+        return
+    if kind.clip == "nafnet":
+        if value or not present:
+            config["train"]["grad_clip"] = NAFNET_CLIP
+            notes.append(f"train.use_grad_clip {'absent (default true)' if not present else value!r} -> "
+                         f"train.grad_clip {NAFNET_CLIP}, as NAFNet's ImageRestorationModel clips for any true value")
+        return
+    if value:
+        config["train"]["grad_clip"] = float(value)  # passed to clip_grad_norm_ as max_norm: true -> 1.0
+        notes.append(f"train.use_grad_clip {value!r} -> train.grad_clip {float(value)} (the class passes the "
+                     "value as the max norm)")
 
 
 def _map_negative_loss(perceptual: Options, refused: list[str]) -> Options:

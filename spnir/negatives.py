@@ -1,7 +1,8 @@
 """History negatives: lagging copies of the target network, refreshed from it by EMA on a schedule.
 
 At creation a negative is ``theta_neg = init_decay * theta_fresh + (1 - init_decay) * theta_target``
-(``theta_fresh``: a freshly initialised copy; the official code's ``neg_start``). Negative ``k`` is
+(``theta_fresh``: a freshly initialised model of the same architecture, initialised as the architecture
+initialises itself, see :func:`fresh_instance`; the official code's ``neg_start``). Negative ``k`` is
 refreshed every ``periods[k]`` steps: ``theta_neg = decays[k] * theta_neg + (1 - decays[k]) * theta_target``
 (parameters averaged, buffers copied). A period of 0 disables the periodic refresh of that negative.
 With ``adaptive_threshold`` set, one negative (round robin) is also refreshed with ``adaptive_decay`` on
@@ -28,13 +29,32 @@ FreshModel = nn.Module | Callable[[], nn.Module]
 
 
 def reinitialized_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose layers were re-initialised with their own ``reset_parameters``."""
+    """A copy of ``model`` whose layers were re-initialised with their own ``reset_parameters``.
+
+    PyTorch's per-layer defaults, not the architecture's own initialisation (SwinIR's trunc-normal std 0.02
+    Linear weights become std ~0.07 here): the fallback of :func:`fresh_instance` for modules that are not
+    spnir presets."""
     fresh = copy.deepcopy(model)
     for module in fresh.modules():
         reset = getattr(module, "reset_parameters", None)
         if callable(reset):
             reset()
     return fresh
+
+
+def fresh_instance(model: nn.Module) -> nn.Module:
+    """A freshly initialised model of ``model``'s architecture, drawn from torch's global RNG.
+
+    A model built by :func:`spnir.archs.create_model` (it carries ``spnir_preset``) gets a new instance of its
+    preset: the architecture's own initialisation, as the official code's ``build_network`` gives. Any other
+    module gets :func:`reinitialized_copy` (each layer's PyTorch default); pass ``fresh_model=`` (a factory
+    such as ``lambda: MyNet(...)``) to SPN / :class:`NegativeBank` for your architecture's own."""
+    preset = getattr(model, "spnir_preset", None)
+    if preset is None:
+        return reinitialized_copy(model)
+    from spnir.archs import create_model  # the registry imports every family: only when needed
+
+    return create_model(preset["name"], preset["scale"], **preset["overrides"])
 
 
 class NegativeBank(nn.Module):
@@ -48,8 +68,9 @@ class NegativeBank(nn.Module):
         periods: refresh period of each negative in steps (0: never periodically).
         decays: EMA decay of each negative's refresh.
         init_decay: weight of a freshly initialised model in each negative at creation (0: exact copy).
-        fresh_model: the fresh model for ``init_decay > 0``: a module or a factory; default re-initialises
-            a copy of the target with each layer's ``reset_parameters``.
+        fresh_model: the fresh model for ``init_decay > 0``: a module or a factory (called once per
+            negative); default :func:`fresh_instance` of the target (a new instance of its spnir preset, else
+            each layer's ``reset_parameters``).
         adaptive_threshold: refresh one negative whenever the batch residual std exceeds this (None: off).
         adaptive_decay: decay of the adaptive refresh.
     """
@@ -96,7 +117,7 @@ class NegativeBank(nn.Module):
         negative = copy.deepcopy(target)
         if self.init_decay > 0.0:
             fresh = fresh_model() if callable(fresh_model) and not isinstance(fresh_model, nn.Module) else fresh_model
-            fresh = reinitialized_copy(target) if fresh is None else unwrap(fresh)
+            fresh = fresh_instance(target) if fresh is None else unwrap(fresh)
             check_same_architecture(target, fresh, "fresh_model")
             negative.load_state_dict(fresh.state_dict())
             ema_update_(negative, target, self.init_decay)

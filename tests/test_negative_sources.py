@@ -263,7 +263,9 @@ def test_config_switches_build_each_source():
                                "patch_size": 16, "batch_size": 2}},
             "optim": {"lr": 1e-3}, "train": {"total_iter": 2},
             "spn": {"enabled": True, "vgg_weights": "random", "layer_weights": {"relu1_1": 1.0}}}
-    model = tiny_sr()
+    from spnir.train.build import build_model
+
+    model = build_model(load_config(copy.deepcopy(base))["model"])  # the config's model: its fresh copies fit
     cases = {
         "source=history": HistoryNegatives,
         "source=input": InputNegatives,

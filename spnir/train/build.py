@@ -5,9 +5,10 @@ than an image, missing VGG weights) fails here, before the first iteration.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -106,9 +107,26 @@ def build_spn(config: Config, model: nn.Module, device: torch.device) -> SPN | N
                   uncertainty_weight=cfg["uncertainty_weight"], feature_dtype=cfg["feature_dtype"])
     if cfg["source"] == "history":
         return SPN(model, periods=cfg["periods"], decays=cfg["decays"], init_decay=cfg["init_decay"],
+                   fresh_model=fresh_models(config["model"], config["seed"]),
                    adaptive_threshold=cfg["adaptive_threshold"], adaptive_decay=cfg["adaptive_decay"],
                    **common).to(device)
     return NegativeLoss(build_negative_source(cfg, config["seed"]), **common).to(device)
+
+
+def fresh_models(model_cfg: Config, seed: int) -> Callable[[], nn.Module]:
+    """The factory of the negatives' fresh copies (``init_decay``): each call builds a new instance of the
+    configured architecture (preset or ``module:callable``, without ``pretrained``), so its weights come from
+    the architecture's own initialisation. Call ``k`` draws from ``torch.manual_seed(seed + 1 + k)`` on a
+    forked RNG: the same fresh weights on every rank and in every run, and the global RNG left untouched."""
+    calls = itertools.count()
+    untrained = {**model_cfg, "pretrained": None}
+
+    def fresh() -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1 + next(calls))
+            return build_model(untrained)
+
+    return fresh
 
 
 def build_negative_source(cfg: Config, seed: int) -> nn.Module:

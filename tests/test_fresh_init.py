@@ -59,9 +59,9 @@ def test_fresh_negative_has_the_statistics_of_a_new_instance_of_the_preset(name,
 def test_swinir_fresh_linear_weights_are_trunc_normal_002_not_pytorch_defaults():
     target = _trained(*FAMILIES[1])
     qkv = "layers.0.residual_group.blocks.0.attn.qkv.weight"
-    negative = dict(NegativeBank(target, periods=(10,), decays=(0.5,), init_decay=1.0).models[0].named_parameters())
+    negative = dict(NegativeBank(target, periods=(10,), decays=(0.5,), init_decay=1.0).models[0].state_dict())
     assert float(negative[qkv].std()) == pytest.approx(0.02, rel=0.15)
-    defaults = dict(reinitialized_copy(target).named_parameters())  # kaiming-uniform: 1/sqrt(3 * 16) = 0.14
+    defaults = reinitialized_copy(target).state_dict()  # kaiming-uniform: 1/sqrt(3 * 16) = 0.14
     assert float(defaults[qkv].std()) > 0.1
 
 

@@ -277,6 +277,7 @@ def test_adaptive_type_refreshes_adaptively_only(tmp_path, neg_t, expected):
     assert spn["adaptive_threshold"] == expected and spn["adaptive_decay"] == 0.001
     assert spn["init_decay"] == 0.01 and config["val"]["use_ema"] is False
     assert any("refreshes adaptively only" in n for n in notes)
+    assert any("absent: the class's default" in n for n in notes if n.startswith("train.neg_t")) == (neg_t is None)
 
 
 def test_neg_t_outside_the_adaptive_type_is_noted_as_unused(tmp_path):

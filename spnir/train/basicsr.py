@@ -359,12 +359,13 @@ def _map_negatives(train: Options, kind: ModelType, spn: Options | None, notes: 
         if kind.negatives == "adaptive":
             spn["periods"] = [0] * len(iters)
             spn["decays"] = [ADAPTIVE_DECAY] * len(iters)
+            given = "neg_t" in train
             spn["adaptive_threshold"] = train.pop("neg_t", ADAPTIVE_THRESHOLD)
             spn["adaptive_decay"] = ADAPTIVE_DECAY
             notes.append(f"train.neg_iter -> {len(iters)} negatives, spn.periods {spn['periods']}: this model_type "
                          "refreshes adaptively only (its periodic refresh is commented out); neg_decay has no effect")
             notes.append(f"train.neg_t -> spn.adaptive_threshold {spn['adaptive_threshold']}"
-                         + (" (absent: the class's default)" if spn["adaptive_threshold"] == ADAPTIVE_THRESHOLD else "")
+                         + ("" if given else " (absent: the class's default)")
                          + f", spn.adaptive_decay {ADAPTIVE_DECAY} (fixed in the class)")
         else:
             if not isinstance(decays, list) or len(decays) != len(iters):

@@ -111,7 +111,7 @@ class NegativeBank(nn.Module):
         self._pairings = [_Pairing(neg, target) for neg in self.models]
         self.steps = 0
         self.adaptive_refreshes = 0
-        self._pending_residual_std: float | None = None
+        self._residual_stds: list[torch.Tensor] = []  # observed since the last step, on the device
 
     def _create_negative(self, target: nn.Module, fresh_model: FreshModel | None) -> nn.Module:
         negative = copy.deepcopy(target)
@@ -138,18 +138,28 @@ class NegativeBank(nn.Module):
         ema_update_(self.models[index], self.target, decay, self._pairings[index])
 
     @torch.no_grad()
-    def observe(self, out: torch.Tensor, gt: torch.Tensor) -> float:
-        """Record the batch residual std for the adaptive refresh applied at the next :meth:`step`.
+    def observe(self, out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """Record the batch residual std (a device tensor, returned) for the adaptive refresh at the next
+        :meth:`step`.
 
         As the official code: the std of ``2 * (out - gt)`` per image, averaged over the batch (and over DDP
-        ranks, so that every rank refreshes the same negative)."""
+        ranks, so that every rank refreshes the same negative). Several calls before one step (gradient
+        accumulation over equal micro-batches) are averaged: the mean over the whole batch."""
         residual = 2 * (out.detach().float() - gt.float())
-        std = mean_over_ranks(residual.flatten(1).std(dim=1).mean()).item()
-        self._pending_residual_std = std
+        std = mean_over_ranks(residual.flatten(1).std(dim=1).mean())
+        self._residual_stds.append(std)
         return std
 
-    def step(self) -> list[int]:
-        """Advance one optimisation step; refresh the negatives that are due. Returns their indices."""
+    def pending_residual_std(self) -> torch.Tensor | None:
+        """The residual std the next :meth:`step` decides on, still on the device (None before any call)."""
+        if not self._residual_stds:
+            return None
+        return self._residual_stds[0] if len(self._residual_stds) == 1 else torch.stack(self._residual_stds).mean()
+
+    def step(self, residual_std: float | None = None) -> list[int]:
+        """Advance one optimisation step; refresh the negatives that are due. Returns their indices.
+
+        ``residual_std``: :meth:`pending_residual_std` already fetched by the caller (else it is read here)."""
         self.steps += 1
         refreshed = []
         for index, (period, decay) in enumerate(zip(self.periods, self.decays)):
@@ -157,14 +167,17 @@ class NegativeBank(nn.Module):
                 self.refresh(index, decay)
                 refreshed.append(index)
         if self.adaptive_threshold is not None:
-            if self._pending_residual_std is None:
-                raise SpnirError("adaptive refresh needs the batch residual: pass gt, as in spn(lq, out, gt=gt)")
-            if self._pending_residual_std > self.adaptive_threshold:
+            if residual_std is None:
+                pending = self.pending_residual_std()
+                if pending is None:
+                    raise SpnirError("adaptive refresh needs the batch residual: pass gt, as in spn(lq, out, gt=gt)")
+                residual_std = float(pending)
+            if residual_std > self.adaptive_threshold:
                 index = self.adaptive_refreshes % len(self.models)
                 self.refresh(index, self.adaptive_decay)
                 self.adaptive_refreshes += 1
                 refreshed.append(index)
-            self._pending_residual_std = None
+        self._residual_stds = []
         return refreshed
 
     def get_extra_state(self) -> dict[str, Any]:

@@ -163,8 +163,8 @@ class NegativeLoss(nn.Module):
         self.target_ratio, self.auto_momentum = float(target_ratio), float(auto_momentum)
         self.uncertainty_weight, self.uncertainty_eps = float(uncertainty_weight), float(uncertainty_eps)
         self.feature_dtype = _autocast_dtype(feature_dtype)
-        self._avg_recon: float | None = None
-        self._avg_distance: float | None = None
+        self._avg_recon: float | torch.Tensor | None = None  # float64 tensors while training, floats when loaded
+        self._avg_distance: float | torch.Tensor | None = None
         # Kept outside the module tree so state_dict() holds the source's state only; _apply moves it with us.
         self.__dict__["features"] = make_features(features, list(self.layer_weights), vgg_weights)
         self.negatives = source
@@ -250,8 +250,12 @@ class NegativeLoss(nn.Module):
             stats["neg_ratio"] = value.detach()
             sign = 1.0
         weight = self._effective_weight(value, recon)
-        term = sign * weight * value
-        stats["neg_weight"] = torch.tensor(weight, dtype=torch.float64)
+        if torch.is_tensor(weight):
+            term = (sign * weight).float() * value
+            stats["neg_weight"] = weight.detach()
+        else:
+            term = sign * weight * value
+            stats["neg_weight"] = torch.tensor(weight, dtype=torch.float64)
         stats["neg_term"] = term.detach()
         if self.uncertainty_weight > 0:
             if gt is None:
@@ -269,31 +273,50 @@ class NegativeLoss(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(like.device.type, dtype=self.feature_dtype)
 
-    def _effective_weight(self, value: torch.Tensor, recon: torch.Tensor | None) -> float:
+    def _effective_weight(self, value: torch.Tensor, recon: torch.Tensor | None) -> float | torch.Tensor:
+        """lambda, or for ``weight="auto"`` a float64 tensor on the device: the running averages stay there, so
+        the term needs no device-to-host transfer."""
         if self.weight != "auto":
             return self.weight
         if recon is None:
             raise SpnirError("weight='auto' needs the reconstruction loss: call spn(lq, out, recon=loss)")
-        r, d = mean_over_ranks(torch.stack([recon.detach().float(), value.detach().float()])).tolist()
+        r, d = mean_over_ranks(torch.stack([recon.detach().float(), value.detach().float()])).double().unbind()
         m = self.auto_momentum
-        self._avg_recon = r if self._avg_recon is None else m * self._avg_recon + (1 - m) * r
-        self._avg_distance = d if self._avg_distance is None else m * self._avg_distance + (1 - m) * d
-        return self.target_ratio * abs(self._avg_recon) / max(self._avg_distance, 1e-12)
+        self._avg_recon = r if self._avg_recon is None else m * _on(self._avg_recon, r) + (1 - m) * r
+        self._avg_distance = d if self._avg_distance is None else m * _on(self._avg_distance, d) + (1 - m) * d
+        return self.target_ratio * self._avg_recon.abs() / self._avg_distance.clamp(min=1e-12)
 
     def stats(self) -> dict[str, float]:
         """The last call's distance, effective weight and term (and ratio, uncertainty term), as floats."""
         return {k: float(v) for k, v in self.last.items()}
 
-    def step(self) -> list[int]:
-        """Call once after each optimiser step: advances the source (refreshes history negatives when due)."""
-        return self.negatives.step()
+    def step(self, residual_std: float | None = None) -> list[int]:
+        """Call once after each optimiser step: advances the source (refreshes history negatives when due).
+
+        ``residual_std``: the adaptive refresh's batch residual, when the caller fetched
+        :meth:`pending_residual_std` from the device itself (with its other values, in one transfer)."""
+        return self.negatives.step() if residual_std is None else self.negatives.step(residual_std)
+
+    def pending_residual_std(self) -> torch.Tensor | None:
+        """What the adaptive refresh will decide on at the next :meth:`step` (a device tensor), or None."""
+        pending = getattr(self.negatives, "pending_residual_std", None)
+        return pending() if callable(pending) else None
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"avg_recon": self._avg_recon, "avg_distance": self._avg_distance}
+        return {"avg_recon": _host(self._avg_recon), "avg_distance": _host(self._avg_distance)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self._avg_recon = state["avg_recon"]
         self._avg_distance = state["avg_distance"]
+
+
+def _on(average: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A running average (a float after loading a checkpoint) as a float64 tensor beside ``like``."""
+    return torch.as_tensor(average, dtype=torch.float64, device=like.device)
+
+
+def _host(average: float | torch.Tensor | None) -> float | None:
+    return float(average) if torch.is_tensor(average) else average
 
 
 class SPN(NegativeLoss):

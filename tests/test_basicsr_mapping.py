@@ -107,7 +107,8 @@ def test_basicsr_option_file_of_the_spn_authors_is_mapped(tmp_path):
     assert spn["periods"] == [1000, 500, 200, 100] and spn["decays"] == [0.1] * 4 and spn["init_decay"] == 0.1
     assert spn["adaptive_threshold"] is None
     assert spn["layer_weights"] == {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5}
-    assert config["optim"] == {"type": "AdamW", "lr": 2e-4, "betas": [0.9, 0.9], "weight_decay": 0.0, "eps": 1e-8}
+    assert config["optim"] == {"type": "AdamW", "lr": 2e-4, "betas": [0.9, 0.9], "weight_decay": 0.0, "eps": 1e-8,
+                               "fused": None, "foreach": None}
     assert config["scheduler"]["type"] == "cosine" and config["scheduler"]["t_max"] == 100000
     assert config["scheduler"]["eta_min"] == 1e-8 and config["train"]["total_iter"] == 500000
     train = config["data"]["train"]

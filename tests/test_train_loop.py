@@ -1,5 +1,5 @@
 """The loop's outputs and options: logs (CSV, TensorBoard, train.log), validation bests, final weights,
-bf16 autocast on the CPU, fp16 refused without a GPU, the CLI."""
+bf16 autocast on the CPU, the CLI (fp16 and the other speed switches: test_train_speed.py)."""
 from __future__ import annotations
 
 import pytest
@@ -42,11 +42,6 @@ def test_logs_validation_and_final_weights(data, tmp_path):
 def test_bf16_autocast_trains_on_the_cpu(data, tmp_path):
     result = run_training(tiny_config(total=2, train={"amp": "bf16"}), tmp_path / "bf16")
     assert result.completed and all(p.isfinite().all() for p in result.model.parameters())
-
-
-def test_fp16_without_a_gpu_is_refused(data, tmp_path):
-    with pytest.raises(SpnirError, match="fp16 needs a CUDA device"):
-        run_training(tiny_config(total=2, train={"amp": "fp16"}), tmp_path / "fp16")
 
 
 def test_epochs_are_converted_with_the_dataset_size(data, tmp_path):

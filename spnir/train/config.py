@@ -172,6 +172,9 @@ SCHEMA: dict[str, Any] = {
                        expect="two numbers in [0, 1)"),
         "weight_decay": _nonneg(0.0, "weight decay", kind="float"),
         "eps": _pos(1e-8, "Adam epsilon", kind="float"),
+        "fused": Field("bool", None, "fused Adam/AdamW kernels (CPU and CUDA; null: PyTorch's default)",
+                       nullable=True),
+        "foreach": Field("bool", None, "multi-tensor (foreach) Adam/AdamW (null: PyTorch's default)", nullable=True),
     },
     "scheduler": {
         "type": Field("str", "constant", "learning-rate schedule",
@@ -191,9 +194,18 @@ SCHEMA: dict[str, Any] = {
         "total_iter": _pos(None, "iterations to train (or set epochs)", nullable=True),
         "epochs": _pos(None, "epochs to train (converted to iterations from the dataset size)", nullable=True),
         "grad_clip": _pos(None, "clip the gradient norm to this", nullable=True, kind="float"),
-        "amp": Field("str", "none", "mixed precision: none, bf16 (CPU and GPU), fp16 (GPU, with GradScaler)",
+        "amp": Field("str", "none", "mixed precision: none, bf16, fp16 (with a GradScaler; CPU and GPU)",
                      choices=("none", "bf16", "fp16")),
-        "compile": Field("bool", False, "torch.compile the model"),
+        "accumulate": _pos(1, "gradient accumulation: one optimiser step per K micro-batches of "
+                           "data.train.batch_size (K times the samples per step)"),
+        "channels_last": Field("any", "auto", "channels_last memory format for the model, negatives, feature "
+                               "extractor and inputs; auto: on for CUDA, off for CPU",
+                               check=lambda v: v in ("auto", True, False), expect="true, false or auto"),
+        "compile": Field("bool", False, "torch.compile the model's training forward"),
+        "tf32": Field("bool", None, "CUDA: TF32 matmuls and convolutions (true) or full fp32 (false); null: "
+                      "PyTorch's defaults; no effect on the CPU", nullable=True),
+        "cudnn_benchmark": Field("bool", False, "CUDA: let cuDNN time its algorithms for each input shape; no "
+                                 "effect on the CPU"),
         "device": Field("str", "auto", "auto (cuda when available), cpu, cuda", choices=("auto", "cpu", "cuda")),
         "cpu_allocator": Field("str", "keep", "keep: freed CPU memory stays in the process for the next step "
                                "(glibc; no page faults per step); system: leave malloc as it is",
@@ -209,6 +221,13 @@ SCHEMA: dict[str, Any] = {
         "on_error": Field("str", "skip", "a validation image that fails its check at the start is left out with "
                           "its reason in the log (skip, as spnir eval does) or stops the run (stop)",
                           choices=("skip", "stop")),
+        "tile": _pos(None, "restore in tiles of this many LQ pixels (spnir restore's tiler); null: whole images",
+                     nullable=True),
+        "tile_overlap": _nonneg(32, "overlap of neighbouring tiles in LQ pixels (< val.tile)"),
+        "amp": Field("str", "none", "inference precision of validation: none, bf16, fp16",
+                     choices=("none", "bf16", "fp16")),
+        "save_images": _nonneg(0, "write the first N restored images of each set at each validation to "
+                               "<run>/images and TensorBoard"),
     },
     "checkpoint": {
         "every": _pos(5000, "write a resumable checkpoint every N iterations"),
@@ -467,6 +486,7 @@ def check_runnable(config: Config, origin: str | Origin = "config") -> None:
     degradations against the model's scale, the patch size, the SPN options."""
     origin = origin if isinstance(origin, Origin) else Origin(origin)
     _check_schedule(config, origin)
+    _check_speed_settings(config, origin)
     _check_model(config["model"], origin)
     _check_spn(config["spn"], origin)
     from spnir.losses import build_loss
@@ -508,6 +528,17 @@ def _check_schedule(config: Config, origin: Origin) -> None:
             raise SpnirError(f"{origin.at('scheduler.restart_weights', 'scheduler.periods')}: "
                              f"scheduler.restart_weights needs one entry per period ({len(sched['periods'])}); "
                              f"got {sched['restart_weights']}")
+
+
+def _check_speed_settings(config: Config, origin: Origin) -> None:
+    """``optim.fused`` / ``optim.foreach`` exclude each other; ``val.tile_overlap`` is smaller than the tile."""
+    if config["optim"]["fused"] and config["optim"]["foreach"]:
+        raise SpnirError(f"{origin.at('optim.fused', 'optim.foreach')}: optim.fused and optim.foreach are both "
+                         "true; choose one")
+    val = config["val"]
+    if val["tile"] is not None and val["tile_overlap"] >= val["tile"]:
+        raise SpnirError(f"{origin.at('val.tile', 'val.tile_overlap')}: val.tile_overlap = {val['tile_overlap']} "
+                         f"must be smaller than val.tile = {val['tile']}")
 
 
 def _check_model(model: Config, origin: Origin) -> None:

@@ -19,10 +19,10 @@ Factor = Callable[[int], float]
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], optim: dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam or AdamW from the ``optim`` section."""
+    """Adam or AdamW from the ``optim`` section (``fused`` / ``foreach``: PyTorch's implementations)."""
     cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[optim["type"]]
     return cls(params, lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"],
-               eps=optim["eps"])
+               eps=optim["eps"], fused=optim.get("fused"), foreach=optim.get("foreach"))
 
 
 def schedule_factor(sched: dict[str, Any], total: int, base_lr: float) -> Factor:

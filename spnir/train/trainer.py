@@ -1,9 +1,14 @@
 """The one training loop. Tasks differ only in what :mod:`spnir.train.build` puts into it.
 
-Per iteration: forward (optionally under bf16/fp16 autocast), reconstruction loss plus the SPN term,
-a finiteness check of every term (all ranks agree), backward, gradient clipping, optimiser and
-scheduler step, then the negatives' schedule and the evaluation EMA. A SIGINT/SIGTERM sets a flag that is
-honoured at the end of the iteration: a resumable checkpoint is written and :meth:`Trainer.fit` returns.
+Per iteration (one optimiser step): for each of ``accumulate`` micro-batches, forward (optionally under
+bf16/fp16 autocast), reconstruction loss plus the SPN term, backward of their sum over ``accumulate``; then
+gradient clipping, one device-to-host transfer of the loss terms, the gradient's finiteness, the gradient
+norm (when clipping or logging), the adaptive refresh's residual and the stop flag (all ranks agree), the
+finiteness check, the optimiser and scheduler step, then the negatives' schedule and the evaluation EMA.
+With fp16 a step the GradScaler skips for inf/NaN gradients advances the learning-rate schedule (the
+iteration counts, as in BasicSR) but neither the negatives' schedule nor the EMA: both follow the optimiser
+steps actually taken. A SIGINT/SIGTERM sets a flag that is honoured at the end of the iteration: a resumable
+checkpoint is written and :meth:`Trainer.fit` returns.
 """
 from __future__ import annotations
 
@@ -49,6 +54,9 @@ class TrainParts:
     validator: Validator | None = None
     amp: str = "none"
     grad_clip: float | None = None
+    accumulate: int = 1                   # micro-batches per optimiser step
+    channels_last: bool = False           # inputs in channels_last (build_parts converts the modules)
+    notes: list[str] = field(default_factory=list)  # for the log: settings that have no effect here
     config: dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,9 +115,9 @@ class Trainer:
         self.on_iteration = on_iteration
         self.iteration = 0
         self.last_validation: dict[str, dict[str, float]] = {}
-        if parts.amp == "fp16" and ctx.device.type != "cuda":
-            raise SpnirError("train.amp = fp16 needs a CUDA device (its GradScaler); use bf16 on the CPU")
-        self.scaler = torch.amp.GradScaler("cuda") if parts.amp == "fp16" else None
+        self.scaler = torch.amp.GradScaler(ctx.device.type) if parts.amp == "fp16" else None
+        self.skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
+        self._residual_std: float | None = None  # the adaptive refresh's residual, fetched by _fetch
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -167,8 +175,9 @@ class Trainer:
 
     def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         p, device = self.parts, self.ctx.device
-        lq = batch["lq"].to(device, non_blocking=True)
-        gt = batch["gt"].to(device, non_blocking=True)
+        layout = torch.channels_last if p.channels_last else torch.preserve_format
+        lq = batch["lq"].to(device, non_blocking=True, memory_format=layout)
+        gt = batch["gt"].to(device, non_blocking=True, memory_format=layout)
         with self._autocast():
             out = p.forward(lq)
             terms = {"pix": p.loss_fn(out.float(), gt)}
@@ -176,34 +185,70 @@ class Trainer:
                 terms["spn"] = p.spn(lq, out, gt=gt, recon=terms["pix"])
         return terms
 
-    def _step(self, terms: dict[str, torch.Tensor]) -> float:
-        """Backward and update; returns the gradient norm (NaN when not measured)."""
-        p = self.parts
-        total = sum(terms.values())
+    def _micro_batches(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """``batch`` (this rank's samples of one optimiser step) cut into ``accumulate`` equal parts, in order."""
+        count = self.parts.accumulate
+        if count == 1:
+            return [batch]
+        size = len(batch["lq"])
+        if size % count:
+            raise SpnirError(f"a batch of {size} samples does not split into train.accumulate = {count} "
+                             "equal micro-batches")
+        return [{k: v[i * size // count:(i + 1) * size // count] for k, v in batch.items()} for i in range(count)]
+
+    def _no_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """DDP: no gradient all-reduce on the micro-batches before the last one."""
+        ddp = getattr(self.parts.forward, "_orig_mod", self.parts.forward)
+        if last or not isinstance(ddp, nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext()
+        return ddp.no_sync()
+
+    def _backward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Forward and backward of every micro-batch; returns each term's mean over them (detached)."""
+        p, count = self.parts, self.parts.accumulate
         p.optimizer.zero_grad(set_to_none=True)
-        grad_norm = math.nan
+        sums: dict[str, torch.Tensor] = {}
+        for i, micro in enumerate(self._micro_batches(batch)):
+            with self._no_sync(last=i == count - 1):
+                terms = self._losses(micro)
+                total = sum(terms.values())
+                total = total / count if count > 1 else total
+                (self.scaler.scale(total) if self.scaler is not None else total).backward()
+            for name, term in terms.items():
+                value = term.detach().float()
+                sums[name] = value if name not in sums else sums[name] + value
+        return {k: v / count for k, v in sums.items()} if count > 1 else sums
+
+    def _gradient(self, measure_norm: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unscale (fp16), clip; returns whether every gradient is finite and the norm (when clipping or
+        ``measure_norm``), both still on the device."""
+        p = self.parts
         if self.scaler is not None:
-            self.scaler.scale(total).backward()
             self.scaler.unscale_(p.optimizer)
-            if p.grad_clip:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.grad_clip))
-            self.scaler.step(p.optimizer)  # skips steps with non-finite gradients, by design
+        params = [q for q in p.model.parameters() if q.grad is not None]
+        norm = None
+        if p.grad_clip or measure_norm:
+            norm = torch.nn.utils.clip_grad_norm_(params, p.grad_clip or math.inf)
+            return torch.isfinite(norm), norm
+        return _all_finite([q.grad for q in params], self.ctx.device), norm
+
+    def _apply(self, grads_finite: bool) -> None:
+        """The optimiser step (skipped by the GradScaler for non-finite gradients), the scheduler, then the
+        negatives' schedule and the EMA when a step was taken."""
+        p = self.parts
+        if self.scaler is not None:
+            self.scaler.step(p.optimizer)
             self.scaler.update()
         else:
-            total.backward()
-            norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.grad_clip or math.inf)
-            grad_norm = float(norm)
-            if not math.isfinite(grad_norm):
-                values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
-                raise TrainingDiverged(self._diverged_message(f"the gradient norm of the loss ({values})",
-                                                              grad_norm))
             p.optimizer.step()
         p.scheduler.step()
+        if not grads_finite:
+            self.skipped_steps += 1
+            return
         if p.spn is not None:
-            p.spn.step()
+            p.spn.step(self._residual_std)
         if p.ema is not None:
             p.ema.update()
-        return grad_norm
 
     def _diverged_message(self, what: str, value: float) -> str:
         newest = self.checkpoints.newest()
@@ -214,13 +259,23 @@ class Trainer:
                 if self.parts.spn is not None else " Lower optim.lr or set train.grad_clip.")
         return f"{what} is {value} at iteration {self.iteration + 1}; training stopped, {keep}.{hint}"
 
-    def _reduce(self, terms: dict[str, torch.Tensor], stop: bool) -> tuple[dict[str, float], bool]:
-        """Mean of each term over ranks and whether any rank asked to stop (one all-reduce)."""
-        values = torch.stack([t.detach().float() for t in terms.values()]
-                             + [torch.tensor(float(stop), device=self.ctx.device)])
-        values = all_reduce_sum(values, self.ctx) / self.ctx.world_size
-        numbers = values.tolist()
-        return dict(zip(terms, numbers[:-1])), numbers[-1] > 0
+    def _fetch(self, terms: dict[str, torch.Tensor], grads_finite: torch.Tensor, norm: torch.Tensor | None,
+               stop: bool) -> tuple[dict[str, float], bool, float, bool]:
+        """The one device-to-host transfer of an iteration (one all-reduce first): the terms' means over
+        ranks, whether every rank's gradient is finite, the gradient norm, whether any rank asked to stop.
+        Also fetches the adaptive refresh's residual std for :meth:`_apply`."""
+        device = self.ctx.device
+        pending = self.parts.spn.pending_residual_std() if self.parts.spn is not None else None
+        extra = [(~grads_finite).float().reshape(()),  # summed over ranks: > 0 when any is non-finite
+                 torch.tensor(float(stop), device=device)]
+        extra += [norm.detach().float() if norm is not None else torch.tensor(math.nan, device=device)]
+        extra += [pending.float()] if pending is not None else []
+        values = torch.stack([*terms.values(), *(e.to(device) for e in extra)])
+        numbers = (all_reduce_sum(values, self.ctx) / self.ctx.world_size).tolist()
+        n = len(terms)
+        self._residual_std = numbers[n + 3] if pending is not None else None
+        grad_norm = numbers[n + 2] if norm is not None else math.nan
+        return dict(zip(terms, numbers[:n])), numbers[n] == 0, grad_norm, numbers[n + 1] > 0
 
     def validate(self) -> dict[str, dict[str, float]]:
         """Evaluate (rank 0) the EMA model, or the model, on the validation sets; log and return the means."""
@@ -234,15 +289,23 @@ class Trainer:
         self.logger.message(p.validator.summary(results))
         return results
 
-    def train_step(self, batch: dict[str, Any], stop_requested: bool = False) -> tuple[dict[str, float], float, bool]:
-        """One iteration on ``batch``: the loss terms (averaged over ranks), the gradient norm, and whether
-        any rank asked to stop. Raises :class:`TrainingDiverged` on a NaN/Inf term."""
-        terms = self._losses(batch)
-        values, stop_now = self._reduce(terms, stop_requested)
+    def train_step(self, batch: dict[str, Any], stop_requested: bool = False,
+                   measure_grad_norm: bool = True) -> tuple[dict[str, float], float, bool]:
+        """One iteration (optimiser step) on ``batch``: the loss terms (averaged over ranks and micro-batches),
+        the gradient norm (NaN when neither clipping nor ``measure_grad_norm``), and whether any rank asked to
+        stop. Raises :class:`TrainingDiverged` on a NaN/Inf term, or on a NaN/Inf gradient without fp16's
+        GradScaler (which skips such steps instead)."""
+        terms = self._backward(batch)
+        grads_finite, norm = self._gradient(measure_grad_norm)
+        values, finite, grad_norm, stop_now = self._fetch(terms, grads_finite, norm, stop_requested)
         for name, value in values.items():
             if not math.isfinite(value):
                 raise TrainingDiverged(self._diverged_message(f"loss term {name!r}", value))
-        grad_norm = self._step(terms)
+        if not finite and self.scaler is None:
+            losses = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+            raise TrainingDiverged(self._diverged_message(f"the gradient norm of the loss ({losses})",
+                                                          grad_norm if norm is not None else math.inf))
+        self._apply(finite)
         self.iteration += 1
         return values, grad_norm, stop_now
 
@@ -255,7 +318,8 @@ class Trainer:
         batches = p.batches(self.iteration)
         with _StopRequests() as stop:
             while self.iteration < p.total_iter:
-                values, grad_norm, stop_now = self.train_step(next(batches), stop.signum is not None)
+                logs = (self.iteration + 1) % sched.log_every == 0 or self.iteration + 1 == p.total_iter
+                values, grad_norm, stop_now = self.train_step(next(batches), stop.signum is not None, logs)
                 it = self.iteration
                 self.logger.progress(it, values)
                 if it % sched.log_every == 0 or it == p.total_iter:
@@ -264,6 +328,8 @@ class Trainer:
                     scalars["it_per_s"] = self.logger.speed(it)
                     if math.isfinite(grad_norm):
                         scalars["grad_norm"] = grad_norm
+                    if self.scaler is not None:
+                        scalars["amp/skipped_steps"] = self.skipped_steps
                     if p.spn is not None:
                         scalars.update({f"spn/{k}": v for k, v in p.spn.stats().items()})
                     self.logger.scalars(it, scalars)
@@ -283,3 +349,16 @@ class Trainer:
 
     def _best(self) -> dict[str, dict[str, tuple[float, int]]]:
         return dict(self.parts.validator.best.best) if self.parts.validator is not None else {}
+
+
+def _all_finite(grads: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Whether every gradient is finite, as a device tensor (one fused check per device and dtype, no norm)."""
+    found = torch.zeros(1, device=device)
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for grad in grads:
+        groups.setdefault((grad.device, grad.dtype), []).append(grad)
+    one = torch.ones(1, device=device)
+    for group in groups.values():
+        # GradScaler's fused check, with an unscaling factor of 1 (the gradients are left as they are)
+        torch._amp_foreach_non_finite_check_and_unscale_(group, found, one)
+    return found == 0

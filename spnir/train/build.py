@@ -32,7 +32,7 @@ from spnir.train.distributed import DistContext, ShardedBatchSampler
 from spnir.train.optim import build_optimizer, build_scheduler
 from spnir.train.trainer import TrainParts
 from spnir.vgg_weights import resolve_vgg_weights
-from spnir.train.validation import ValidationSet, Validator
+from spnir.train.validation import Inference, ValidationSet, Validator
 
 
 def seed_everything(seed: int) -> None:
@@ -256,7 +256,9 @@ def build_parts(config: Config, ctx: DistContext) -> TrainParts:
     if val_sets:
         settings = MetricSettings(crop_border=val["crop_border"], y_channel=val["y_channel"],
                                   convention=val["convention"])
-        validator = Validator(val_sets, val["metrics"], settings, ctx.device)
+        inference = Inference(scale=config["model"]["scale"] or 1, tile=val["tile"], tile_overlap=val["tile_overlap"],
+                              amp=val["amp"], save_images=val["save_images"])
+        validator = Validator(val_sets, val["metrics"], settings, ctx.device, inference)
     loss_cfg = config["loss"]
     loss_fn = build_loss({"type": loss_cfg["type"], "loss_weight": loss_cfg["weight"], **loss_cfg["args"]})
     return TrainParts(

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from spnir.progress import Progress
 
 
@@ -60,6 +62,21 @@ class RunLogger:
             if self._writer is not None:
                 self._writer.add_scalar(name, value, iteration)
         self._csv_file.flush()
+
+    def images(self, iteration: int, images: dict[str, torch.Tensor]) -> list[Path]:
+        """Write ``images`` (name -> (3, H, W) in [0, 1]) as ``images/iter_<iteration>/<name>.png`` and to
+        TensorBoard; returns the files."""
+        if not self.enabled:
+            return []
+        from spnir.imageio import save_image
+
+        folder = self.folder / "images" / f"iter_{iteration:08d}"
+        paths = []
+        for name, image in images.items():
+            paths.append(save_image(image, folder / f"{name}.png"))
+            if self._writer is not None:
+                self._writer.add_image(f"val/{name}", image.clamp(0, 1), iteration)
+        return paths
 
     def speed(self, iteration: int) -> float:
         """Iterations per second since this logger started."""

@@ -285,6 +285,8 @@ class Trainer:
         model = p.ema.module if p.ema is not None and self.schedule.val_use_ema else p.model
         results = p.validator.run(model, self.iteration)
         self.last_validation = results
+        self.logger.images(self.iteration, {f"{name}/{i:03d}": image for name, images in p.validator.images.items()
+                                            for i, image in enumerate(images)})
         self.logger.scalars(self.iteration, {f"val/{s}/{m}": v for s, ms in results.items() for m, v in ms.items()})
         self.logger.message(p.validator.summary(results))
         return results

@@ -1,7 +1,12 @@
 """Validation during training: PSNR/SSIM per set with :mod:`spnir.metrics` (the routine ``spnir eval`` uses),
-and the best value of each with the iteration it came from (kept in checkpoints, so resume keeps it)."""
+and the best value of each with the iteration it came from (kept in checkpoints, so resume keeps it).
+
+Inference is :func:`spnir.restore.restore_image`, the routine of ``spnir restore``: whole images, or tiles
+(``val.tile``, ``val.tile_overlap``; equal to whole-image inference when a tile covers the image), optionally
+under bf16/fp16 autocast (``val.amp``)."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -10,6 +15,21 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from spnir.metrics import MetricSettings, Scores
+from spnir.restore import restore_image
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How validation restores an image: ``scale``, tiling (``tile=None``: whole), autocast (``none``/``bf16``/
+    ``fp16``), and how many restored images of each set to keep for looking at (``save_images``)."""
+
+    scale: int = 1
+    tile: int | None = None
+    tile_overlap: int = 32
+    amp: str = "none"
+    save_images: int = 0
 
 
 @dataclass
@@ -40,12 +60,25 @@ class BestScores:
 
 
 class Validator:
-    """Evaluates a model on every validation set, one whole image at a time."""
+    """Evaluates a model on every validation set, one image at a time (whole or tiled, see :class:`Inference`).
+
+    After :meth:`run`, ``images[set]`` holds the first ``inference.save_images`` restored images (CPU, [0, 1])."""
 
     def __init__(self, sets: Sequence[ValidationSet], metrics: Sequence[str], settings: MetricSettings,
-                 device: torch.device) -> None:
+                 device: torch.device, inference: Inference = Inference()) -> None:
         self.sets, self.metrics, self.settings, self.device = list(sets), list(metrics), settings, device
+        self.inference = inference
         self.best = BestScores()
+        self.images: dict[str, list[torch.Tensor]] = {}
+
+    def restore(self, model: nn.Module, lq: torch.Tensor) -> torch.Tensor:
+        """``model``'s output for one LQ batch on the device, float32 in [0, 1]."""
+        inf = self.inference
+        autocast = (torch.autocast(self.device.type, dtype=AMP_DTYPES[inf.amp]) if inf.amp != "none"
+                    else contextlib.nullcontext())
+        with autocast:
+            out = restore_image(model, lq.to(self.device), inf.scale, inf.tile, inf.tile_overlap)
+        return out.float().clamp(0, 1)
 
     @torch.no_grad()
     def run(self, model: nn.Module, iteration: int) -> dict[str, dict[str, float]]:
@@ -53,13 +86,16 @@ class Validator:
         was_training = model.training
         model.eval()
         results = {}
+        self.images = {}
         try:
             for vset in self.sets:
                 scores = Scores()
+                kept = self.images[vset.name] = []
                 for i in range(len(vset.dataset)):
                     item = vset.dataset[i]
-                    lq = item["lq"].unsqueeze(0).to(self.device)
-                    out = model(lq).float().clamp(0, 1)
+                    out = self.restore(model, item["lq"].unsqueeze(0))
+                    if i < self.inference.save_images:
+                        kept.append(out[0].cpu())
                     scores.add(*self.settings.measure(out, item["gt"].unsqueeze(0).to(self.device)))
                 results[vset.name] = {m: getattr(scores, m) for m in self.metrics}
         finally:

@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) bench/spn_step.py --floor --configs edsr-baseline,nafnet-width32,ffanet
 	$(PY) bench/allocator_step.py --config swinir-light
 	$(PY) bench/allocator_step.py --config edsr-baseline
+	$(PY) bench/loop_overhead.py --configs edsr-baseline --negatives 1,4
 	$(PY) bench/restore_speed.py
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_data.py

@@ -14,7 +14,7 @@ from spnir.errors import SpnirError
 
 # command name -> (module under spnir.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "weights": ("weights", "place and verify ImageNet VGG weights in the torch hub cache"),
+    "weights": ("weights", "place and verify weights (ImageNet VGG, LPIPS, DISTS) in the torch hub cache"),
     "eval": ("eval", "PSNR/SSIM of a method on benchmark sets (paper-like table, JSON)"),
     "restore": ("restore", "restore images or folders with a model preset and a checkpoint (tiled, self-ensemble)"),
     "demo": ("demo", "train one small network plain and with SPN on embedded photographs; write a report"),

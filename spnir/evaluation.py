@@ -29,6 +29,7 @@ from spnir.data.paired import sr_gt_box
 from spnir.errors import SpnirError
 from spnir.imageio import list_images, load_image
 from spnir.imresize import imresize
+from spnir.metric_suite import MetricSuite, direction
 from spnir.metrics import MetricSettings, rgb_to_y
 from spnir.progress import note, progress
 
@@ -81,10 +82,19 @@ def find_set(folder: str | Path, task: str = "sr", scale: int = 1) -> BenchmarkS
 # -- results ---------------------------------------------------------------------------------------------
 @dataclass
 class ImageResult:
+    """One image's ``values`` (``{metric: value}``, in the run's metric order) and load notes."""
+
     name: str
-    psnr: float
-    ssim: float
+    values: dict[str, float]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def psnr(self) -> float:
+        return self.values["psnr"]
+
+    @property
+    def ssim(self) -> float:
+        return self.values["ssim"]
 
 
 @dataclass
@@ -95,28 +105,36 @@ class SkippedImage:
 
 @dataclass
 class SetResult:
-    """Per-image results of one set; ``psnr``/``ssim`` are means over the measured images (NaN if none)."""
+    """Per-image results of one set; :meth:`mean` (``psnr``, ``ssim``) over the measured images (NaN if none)."""
 
     name: str
     images: list[ImageResult] = field(default_factory=list)
     skipped: list[SkippedImage] = field(default_factory=list)
+    metrics: tuple[str, ...] = ("psnr", "ssim")
+
+    def mean(self, metric: str) -> float:
+        return _mean([r.values[metric] for r in self.images])
 
     @property
     def psnr(self) -> float:
-        return _mean([r.psnr for r in self.images])
+        return self.mean("psnr")
 
     @property
     def ssim(self) -> float:
-        return _mean([r.ssim for r in self.images])
+        return self.mean("ssim")
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "psnr": None if math.isnan(self.psnr) else self.psnr,
-            "ssim": None if math.isnan(self.ssim) else self.ssim,
+            **_json_means({m: self.mean(m) for m in self.metrics}),
+            "better": {m: direction(m) for m in self.metrics},
             "images": len(self.images),
             "skipped": [{"file": s.name, "reason": s.reason} for s in self.skipped],
-            "per_image": {r.name: {"psnr": r.psnr, "ssim": r.ssim} for r in self.images},
+            "per_image": {r.name: dict(r.values) for r in self.images},
         }
+
+
+def _json_means(means: dict[str, float]) -> dict[str, float | None]:
+    return {m: None if math.isnan(v) else v for m, v in means.items()}
 
 
 def _mean(values: list[float]) -> float:
@@ -170,7 +188,8 @@ def _items(bset: BenchmarkSet, scale: int) -> list[_Item]:
 # -- evaluation ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Evaluator:
-    """Runs ``restore`` over benchmark sets and measures it with ``settings``."""
+    """Runs ``restore`` over benchmark sets and measures it with ``settings`` (PSNR/SSIM), or with ``metrics``
+    when given (a :class:`~spnir.metric_suite.MetricSuite` with those settings, e.g. with LPIPS/DISTS)."""
 
     restore: RestoreFn
     settings: MetricSettings
@@ -179,10 +198,13 @@ class Evaluator:
     on_error: OnError = "skip"
     device: torch.device | str = "cpu"
     show_progress: bool = True  # False: no bar and no status lines (see spnir.progress)
+    metrics: MetricSuite | None = None
 
     def __post_init__(self) -> None:
         if self.on_error not in ("skip", "stop"):
             raise SpnirError(f"on_error must be 'skip' or 'stop', got {self.on_error!r}")
+        if self.metrics is None:
+            object.__setattr__(self, "metrics", MetricSuite(self.settings))
 
     def _load(self, item: _Item) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         loaded_gt = load_image(item.gt_path)
@@ -204,8 +226,8 @@ class Evaluator:
                 f"{item.lq_path or item.gt_path}: output is {tuple(out.shape)}, expected {(1, *gt.shape)} "
                 f"to match the GT (N, C, H, W)"
             )
-        psnr, ssim = self.settings.measure(out, gt[None].to(out.device))
-        return ImageResult(item.name, float(psnr[0]), float(ssim[0]), notes)
+        values = self.metrics.measure(out, gt[None].to(out.device))
+        return ImageResult(item.name, {m: float(v[0]) for m, v in values.items()}, notes)
 
     def _failed(self, result: SetResult, name: str, exc: SpnirError, whole_set: bool = False) -> None:
         if self.on_error == "stop":
@@ -215,7 +237,7 @@ class Evaluator:
 
     def run_set(self, bset: BenchmarkSet) -> SetResult:
         """Evaluate every image of ``bset``; a set that cannot be opened at all counts as one skip."""
-        result = SetResult(bset.name)
+        result = SetResult(bset.name, metrics=tuple(self.metrics.names))
         try:
             items = _items(bset, self.scale)
         except SpnirError as exc:
@@ -236,11 +258,18 @@ class Average:
     """The ``Avg.`` column: mean of the set means (each set weighs the same) over the sets with images, and
     what it leaves out: ``missing`` sets (nothing measured) and ``partial`` ones (some images skipped)."""
 
-    psnr: float
-    ssim: float
+    values: dict[str, float]  # metric -> mean of the set means
     sets: list[str]
     missing: list[str]
     partial: list[str]
+
+    @property
+    def psnr(self) -> float:
+        return self.values["psnr"]
+
+    @property
+    def ssim(self) -> float:
+        return self.values["ssim"]
 
     @property
     def complete(self) -> bool:
@@ -258,37 +287,44 @@ class Average:
         return "Avg. " + "; ".join(parts) if parts else ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"psnr": None if math.isnan(self.psnr) else self.psnr,
-                "ssim": None if math.isnan(self.ssim) else self.ssim,
-                "sets": self.sets, "missing": self.missing, "partial": self.partial}
+        return {**_json_means(self.values), "sets": self.sets, "missing": self.missing, "partial": self.partial}
 
 
 def average(results: list[SetResult]) -> Average:
     """The ``Avg.`` column of ``results`` (see :class:`Average`)."""
     measured = [r for r in results if r.images]
-    return Average(_mean([r.psnr for r in measured]), _mean([r.ssim for r in measured]),
+    metrics = results[0].metrics if results else ("psnr", "ssim")
+    return Average({m: _mean([r.mean(m) for r in measured]) for m in metrics},
                    sets=[r.name for r in measured], missing=[r.name for r in results if not r.images],
                    partial=[r.name for r in measured if r.skipped])
 
 
-def _cell(psnr: float, ssim: float, marked: bool = False) -> str:
-    return "n/a" if math.isnan(psnr) else f"{psnr:.2f}/{ssim:.4f}" + ("*" if marked else "")
+_DIGITS = {"psnr": 2}  # decimals in the table; the other metrics get 4
+
+
+def _cell(values: dict[str, float], marked: bool = False) -> str:
+    if any(math.isnan(v) for v in values.values()):
+        return "n/a"
+    return "/".join(f"{v:.{_DIGITS.get(m, 4)}f}" for m, v in values.items()) + ("*" if marked else "")
 
 
 def format_table(method: str, results: list[SetResult], caption: str) -> str:
-    """A paper-like table: one row per method, columns ``Avg.`` then each set as ``PSNR/SSIM``; a ``*`` marks
+    """A paper-like table: one row per method, columns ``Avg.`` then each set as ``PSNR/SSIM`` (the run's
+    metrics joined by ``/``; a down arrow marks those where lower is better); a ``*`` marks
     an average over fewer sets or images than given, and a set measured on part of its images (footnotes say
     which), followed by the skipped images (with reasons) and the images that were converted (e.g. grayscale)."""
     avg = average(results)
     header = ["Method", "Avg.", *[r.name for r in results]]
-    row = [method, _cell(avg.psnr, avg.ssim, not avg.complete),
-           *[_cell(r.psnr, r.ssim, bool(r.skipped)) for r in results]]
+    metrics = results[0].metrics if results else ("psnr", "ssim")
+    title = "/".join(m.upper() + ("\u2193" if direction(m) == "lower" else "") for m in metrics)
+    row = [method, _cell(avg.values, not avg.complete),
+           *[_cell({m: r.mean(m) for m in metrics}, bool(r.skipped)) for r in results]]
     widths = [max(len(h), len(c)) for h, c in zip(header, row)]
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
-    lines = [f"PSNR/SSIM ({caption})", line(header), line(["-" * w for w in widths]), line(row)]
+    lines = [f"{title} ({caption})", line(header), line(["-" * w for w in widths]), line(row)]
     if not avg.complete:
         lines.append(f"* {avg.note()}")
     for r in results:
@@ -302,5 +338,6 @@ def format_table(method: str, results: list[SetResult], caption: str) -> str:
 
 def results_json(results: list[SetResult]) -> dict[str, dict[str, Any]]:
     """``{"Avg.": {"psnr", "ssim", "sets", "missing", "partial"}, "<set>": {"psnr", "ssim", "images",
-    "skipped", "per_image"}, ...}`` (means over measured images; ``Avg.`` as the table's column)."""
+    "skipped", "per_image"}, ...}`` (means over measured images; ``Avg.`` as the table's column); with
+    ``--metrics``, each metric of the run beside psnr/ssim, and per set ``better``: ``{metric: "higher"|"lower"}``."""
     return {"Avg.": average(results).to_json(), **{r.name: r.to_json() for r in results}}

@@ -1,7 +1,8 @@
-"""``spnir eval``: PSNR/SSIM of a method on benchmark sets, printed as a paper-like table and saved as JSON.
+"""``spnir eval``: PSNR/SSIM (and LPIPS/DISTS) of a method on benchmark sets, printed as a paper-like table and saved as JSON.
 
     spnir eval --model bicubic --task sr --scale 4 --data Set5 Set14 --convention matlab --json out.json
     spnir eval --model edsr --checkpoint EDSR_x4.pth --scale 4 --data Set5
+    spnir eval --model edsr --checkpoint EDSR_x4.pth --scale 4 --data Set5 --metrics psnr,ssim,lpips,dists
     spnir eval --model ffanet --checkpoint its.pk --task dehaze --pair SOTS/hazy SOTS/clear
     spnir eval --checkpoint runs/x/model.safetensors --scale 4 --data Set5   # spnir checkpoint: preset recorded
     spnir eval --model nafnet-width64 --checkpoint NAFNet-GoPro-width64.pth --task deblur --set local=true \
@@ -19,12 +20,13 @@ import torch
 
 from spnir.commands import (
     add_runtime_arguments, existing_file, existing_folder, non_negative_int, output_file, positive_int, preset_name,
-    runtime_device,
+    runtime_device, vgg_weights_source,
 )
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
 from spnir.evaluation import TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set, format_table, results_json
 from spnir.imresize import imresize
+from spnir.metric_suite import MetricSuite, check_metric_names
 from spnir.metrics import CONVENTIONS, MetricSettings
 
 
@@ -50,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure on the Y channel or RGB (default: y for sr and derain, rgb otherwise)")
     parser.add_argument("--crop-border", type=non_negative_int,
                         help="pixels ignored at each edge (default: the scale for sr)")
+    parser.add_argument("--metrics", default="psnr,ssim", type=_metric_list,
+                        help="comma-separated, from psnr, ssim, lpips, dists (default: psnr,ssim); lpips and dists "
+                             "(lower is better, on RGB) need `spnir weights vgg16` and `spnir weights lpips-vgg` / "
+                             "`spnir weights dists`")
+    parser.add_argument("--vgg-weights", default="imagenet", metavar="imagenet|FILE|random", type=vgg_weights_source,
+                        help="VGG16 of lpips/dists: imagenet (the cached torchvision file, default), a torchvision "
+                             "file, or random (seeded; for tests only, not the metrics' values)")
     parser.add_argument("--json", metavar="OUT", type=output_file, help="also write the numbers to this JSON file")
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help="a bad image is skipped and reported (default) or stops the run")
@@ -59,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _method(text: str) -> str:
     """``bicubic`` or a model preset; a typo names the near match."""
     return text if text == "bicubic" else preset_name(text)
+
+
+def _metric_list(text: str) -> list[str]:
+    try:
+        return check_metric_names([t.strip() for t in text.split(",") if t.strip()], "--metrics")
+    except SpnirError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _scale(args: argparse.Namespace) -> int:
@@ -121,17 +137,20 @@ def run(args: argparse.Namespace) -> int:
     channel = args.channel or ("y" if args.task in ("sr", "derain") else "rgb")
     crop = args.crop_border if args.crop_border is not None else (scale if args.task == "sr" else 0)
     settings = MetricSettings(crop_border=crop, y_channel=channel == "y", convention=args.convention)
+    metrics = MetricSuite.build(args.metrics, settings, args.vgg_weights, device)
     # The published bicubic rows come from MATLAB's script that resizes Y alone, in float (see evaluation doc).
     classic = method == "Bicubic" and args.convention == "matlab" and channel == "y"
     evaluator = Evaluator(restore, settings, scale=scale, lr_protocol="classic" if classic else "rgb8",
-                          on_error=args.on_error, device=device)
+                          on_error=args.on_error, device=device, metrics=metrics)
     results = [evaluator.run_set(s) for s in sets]
-    caption = settings.describe() + (f", x{scale}" if args.task == "sr" else f", {args.task}")
+    caption = metrics.describe() + (f", x{scale}" if args.task == "sr" else f", {args.task}")
     if classic:
         caption += ", bicubic by the classic MATLAB protocol (Y resized in float)"
     if args.task == "sr":
         method = f"{method} x{scale}"
     print(format_table(method, results, caption))
+    for line in metrics.sources():
+        print(f"weights {line}")
     if args.json:
         _write_json(Path(args.json), results_json(results))
     skipped = sum(len(r.skipped) for r in results)

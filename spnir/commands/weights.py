@@ -1,36 +1,48 @@
-"""``spnir weights vgg16|vgg19 [--from FILE] [--check]``: put torchvision's ImageNet VGG file in the torch hub
-cache, or check a file (the cached one, or ``--from FILE``) against torchvision's sha256."""
+"""``spnir weights vgg16|vgg19|lpips-vgg|dists [--from FILE] [--check]``: put a weight file in the torch hub
+cache, or check a file (the cached one, or ``--from FILE``) against its sha256.
+
+vgg16/vgg19: torchvision's ImageNet VGG file. lpips-vgg/dists: the learned weights of LPIPS (VGG) and DISTS, read
+out of an installed ``lpips``/``DISTS_pytorch`` package, a wheel or sdist (``--from``) or the file itself, never
+importing those packages (see :mod:`spnir.perceptual_weights`)."""
 from __future__ import annotations
 
 import argparse
 
 from spnir.commands import existing_file
 from spnir.errors import SpnirError
+from spnir.perceptual_weights import LEARNED_FILES, cached_learned_path, install_learned_weights, verify_learned_file
 from spnir.vgg_weights import TORCHVISION_FILES, cached_vgg_path, install_vgg_weights, verify_vgg_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=sorted(TORCHVISION_FILES), help="which VGG")
+    parser.add_argument("kind", choices=[*sorted(TORCHVISION_FILES), *LEARNED_FILES], help="which weights")
     parser.add_argument(
         "--from", dest="source", metavar="FILE", type=existing_file,
-        help="a local copy of torchvision's file (verified by sha256); without it, download",
+        help="a local copy (verified by sha256): torchvision's file for vgg16/vgg19; for lpips-vgg/dists a wheel, "
+             "sdist or the file itself. Without it: download (vgg), or the installed package, else pip download",
     )
     parser.add_argument("--check", action="store_true",
                         help="only verify a file: the cached one, or the --from FILE; nothing is written")
 
 
 def run(args: argparse.Namespace) -> int:
+    learned = args.kind in LEARNED_FILES
     if args.check:
-        path = args.source or cached_vgg_path(args.kind)
+        path = args.source or (cached_learned_path(args.kind) if learned else cached_vgg_path(args.kind))
         if args.source is None and not path.is_file():
             print(f"{args.kind}: missing at {path}")
             return 1
         try:
-            verify_vgg_file(args.kind, path)
+            (verify_learned_file if learned else verify_vgg_file)(args.kind, path)
         except SpnirError as exc:
             print(f"{args.kind}: {exc}")
             return 1
-        print(f"{args.kind}: {path} is torchvision's ImageNet file" + ("" if args.source else " (cached)"))
+        what = "the released file" if learned else "torchvision's ImageNet file"
+        print(f"{args.kind}: {path} is {what}" + ("" if args.source else " (cached)"))
+        return 0
+    if learned:
+        dest, origin = install_learned_weights(args.kind, args.source)
+        print(f"{args.kind}: learned weights from {origin} verified (sha256) and placed at {dest}")
         return 0
     dest = install_vgg_weights(args.kind, args.source)
     print(f"{args.kind}: ImageNet weights verified and placed at {dest}")

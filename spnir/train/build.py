@@ -24,6 +24,7 @@ from spnir.ema import ModelEMA
 from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
 from spnir.losses import build_loss
+from spnir.metric_suite import MetricSuite
 from spnir.metrics import MetricSettings
 from spnir.negative_sources import DegradedGTNegatives, FrozenNegatives, InputNegatives
 from spnir.spn import SPN, NegativeLoss
@@ -258,7 +259,8 @@ def build_parts(config: Config, ctx: DistContext) -> TrainParts:
                                   convention=val["convention"])
         inference = Inference(scale=config["model"]["scale"] or 1, tile=val["tile"], tile_overlap=val["tile_overlap"],
                               amp=val["amp"], save_images=val["save_images"])
-        validator = Validator(val_sets, val["metrics"], settings, ctx.device, inference)
+        metrics = MetricSuite.build(val["metrics"], settings, val["vgg_weights"], ctx.device)
+        validator = Validator(val_sets, val["metrics"], settings, ctx.device, inference, metrics)
     loss_cfg = config["loss"]
     loss_fn = build_loss({"type": loss_cfg["type"], "loss_weight": loss_cfg["weight"], **loss_cfg["args"]})
     return TrainParts(

@@ -213,7 +213,10 @@ SCHEMA: dict[str, Any] = {
     },
     "val": {
         "every": _pos(5000, "validate every N iterations (and at the end)"),
-        "metrics": Field("any", ["psnr", "ssim"], "subset of [psnr, ssim]"),
+        "metrics": Field("any", ["psnr", "ssim"], "subset of [psnr, ssim, lpips, dists] (lpips, dists: lower is "
+                         "better, on RGB; they need `spnir weights lpips-vgg` / `spnir weights dists`)"),
+        "vgg_weights": Field("str", "imagenet", "VGG16 of lpips/dists: imagenet (cached torchvision file), a file "
+                             "path, or random (seeded; not the metrics' values)"),
         "crop_border": _nonneg(0, "pixels cropped at each border before the metrics"),
         "y_channel": Field("bool", False, "metrics on the Y channel"),
         "convention": Field("str", "basicsr", "metric convention", choices=("basicsr", "matlab")),
@@ -490,6 +493,7 @@ def check_runnable(config: Config, origin: str | Origin = "config") -> None:
     _check_model(config["model"], origin)
     _check_spn(config["spn"], origin)
     from spnir.losses import build_loss
+    from spnir.metric_suite import METRICS, check_metric_names
 
     loss = config["loss"]
     try:
@@ -497,9 +501,10 @@ def check_runnable(config: Config, origin: str | Origin = "config") -> None:
     except SpnirError as exc:
         raise SpnirError(f"{origin.at('loss')}: {exc}") from None
     metrics = config["val"]["metrics"]
-    if not isinstance(metrics, list) or not set(metrics) <= {"psnr", "ssim"}:
+    if not isinstance(metrics, list):
         raise SpnirError(f"{origin.at('val.metrics')}: val.metrics = {metrics!r}: expected a list drawn from "
-                         f"[psnr, ssim]")
+                         f"{', '.join(METRICS)}")
+    check_metric_names(metrics, f"{origin.at('val.metrics')}: val.metrics")
     scale = config["model"]["scale"] or 1
     _check_source(config["data"]["train"], "data.train", scale, origin)
     for i, entry in enumerate(config["data"]["val"]):

@@ -1,4 +1,4 @@
-"""Validation during training: PSNR/SSIM per set with :mod:`spnir.metrics` (the routine ``spnir eval`` uses),
+"""Validation during training: PSNR/SSIM (and LPIPS/DISTS, ``val.metrics``) per set with :mod:`spnir.metric_suite` (the routine ``spnir eval`` uses),
 and the best value of each with the iteration it came from (kept in checkpoints, so resume keeps it).
 
 Inference is :func:`spnir.restore.restore_image`, the routine of ``spnir restore``: whole images, or tiles
@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from spnir.metrics import MetricSettings, Scores
+from spnir.metric_suite import MetricSuite, is_better
+from spnir.metrics import MetricSettings
 from spnir.restore import restore_image
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -41,7 +42,7 @@ class ValidationSet:
 
 @dataclass
 class BestScores:
-    """``best[set][metric] = (value, iteration)``; higher is better for PSNR and SSIM."""
+    """``best[set][metric] = (value, iteration)``; higher is better for PSNR and SSIM, lower for LPIPS/DISTS."""
 
     best: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)
 
@@ -49,7 +50,7 @@ class BestScores:
         for name, metrics in results.items():
             for metric, value in metrics.items():
                 old = self.best.setdefault(name, {}).get(metric)
-                if old is None or value > old[0]:
+                if old is None or is_better(metric, value, old[0]):
                     self.best[name][metric] = (value, iteration)
 
     def state_dict(self) -> dict[str, Any]:
@@ -65,8 +66,9 @@ class Validator:
     After :meth:`run`, ``images[set]`` holds the first ``inference.save_images`` restored images (CPU, [0, 1])."""
 
     def __init__(self, sets: Sequence[ValidationSet], metrics: Sequence[str], settings: MetricSettings,
-                 device: torch.device, inference: Inference = Inference()) -> None:
+                 device: torch.device, inference: Inference = Inference(), suite: MetricSuite | None = None) -> None:
         self.sets, self.metrics, self.settings, self.device = list(sets), list(metrics), settings, device
+        self.suite = suite or MetricSuite(settings, self.metrics)  # LPIPS/DISTS need MetricSuite.build
         self.inference = inference
         self.best = BestScores()
         self.images: dict[str, list[torch.Tensor]] = {}
@@ -89,15 +91,16 @@ class Validator:
         self.images = {}
         try:
             for vset in self.sets:
-                scores = Scores()
+                values: dict[str, list[float]] = {m: [] for m in self.metrics}
                 kept = self.images[vset.name] = []
                 for i in range(len(vset.dataset)):
                     item = vset.dataset[i]
                     out = self.restore(model, item["lq"].unsqueeze(0))
                     if i < self.inference.save_images:
                         kept.append(out[0].cpu())
-                    scores.add(*self.settings.measure(out, item["gt"].unsqueeze(0).to(self.device)))
-                results[vset.name] = {m: getattr(scores, m) for m in self.metrics}
+                    for m, v in self.suite.measure(out, item["gt"].unsqueeze(0).to(self.device)).items():
+                        values[m] += v.tolist()
+                results[vset.name] = {m: sum(v) / len(v) if v else float("nan") for m, v in values.items()}
         finally:
             model.train(was_training)
         self.best.update(iteration, results)

@@ -40,7 +40,7 @@ class PerceptualMetric(nn.Module):
 
     def __init__(self, vgg_weights: str | os.PathLike) -> None:
         super().__init__()
-        self.vgg = VGGFeatures("vgg16", STAGES, weights=vgg_weights, input_norm=False)
+        self.vgg = VGGFeatures("vgg16", STAGES, vgg_weights=vgg_weights, input_norm=False)
         self.sources = [f"VGG16: {self.vgg.feature_space}"]
 
     def _learned_state(self, kind: str, learned: str | os.PathLike | None) -> tuple[Path, dict[str, torch.Tensor]]:

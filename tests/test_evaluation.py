@@ -250,7 +250,7 @@ def test_cli_checkpoint_scale_and_set_errors(tmp_path: Path, capsys: pytest.Capt
 
 
 def _result(name: str, psnrs: list[float], skipped: int = 0) -> SetResult:
-    return SetResult(name, [ImageResult(f"{i}.png", p, 0.9) for i, p in enumerate(psnrs)],
+    return SetResult(name, [ImageResult(f"{i}.png", {"psnr": p, "ssim": 0.9}) for i, p in enumerate(psnrs)],
                      [SkippedImage(f"bad{i}.png", "cannot read image") for i in range(skipped)])
 
 

@@ -157,7 +157,7 @@ def test_validator_measures_lpips_through_the_suite(cache: Path) -> None:
     data = [{"lq": y[i], "gt": x[i]} for i in range(2)]
     settings = MetricSettings(crop_border=0, y_channel=False)
     suite = MetricSuite.build(["psnr", "lpips"], settings, "random")
-    validator = Validator([ValidationSet("v", data)], ["psnr", "lpips"], settings, torch.device("cpu"), suite)
+    validator = Validator([ValidationSet("v", data)], ["psnr", "lpips"], settings, torch.device("cpu"), suite=suite)
     results = validator.run(torch.nn.Identity(), 10)
     want = suite.measure(y, x)
     assert results["v"]["lpips"] == pytest.approx(float(want["lpips"].mean()), abs=1e-6)

@@ -260,7 +260,7 @@ def build_parts(config: Config, ctx: DistContext) -> TrainParts:
         inference = Inference(scale=config["model"]["scale"] or 1, tile=val["tile"], tile_overlap=val["tile_overlap"],
                               amp=val["amp"], save_images=val["save_images"])
         metrics = MetricSuite.build(val["metrics"], settings, val["vgg_weights"], ctx.device)
-        validator = Validator(val_sets, val["metrics"], settings, ctx.device, inference, metrics)
+        validator = Validator(val_sets, val["metrics"], settings, ctx.device, inference, suite=metrics)
     loss_cfg = config["loss"]
     loss_fn = build_loss({"type": loss_cfg["type"], "loss_weight": loss_cfg["weight"], **loss_cfg["args"]})
     return TrainParts(

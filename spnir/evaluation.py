@@ -264,14 +264,6 @@ class Average:
     partial: list[str]
 
     @property
-    def psnr(self) -> float:
-        return self.values["psnr"]
-
-    @property
-    def ssim(self) -> float:
-        return self.values["ssim"]
-
-    @property
     def complete(self) -> bool:
         return not self.missing and not self.partial
 

@@ -4,7 +4,8 @@
         torch.save(state, tmp)
 
 A kill at any moment leaves either the previous file or the complete new one (the data is flushed to disk
-before the rename, and the rename itself afterwards); a failed write leaves no temporary file behind.
+before the rename, and the rename itself afterwards); a failed write leaves no temporary file behind and
+raises :class:`SpnirError` naming the file and the system's cause (disk full, not a directory, read-only...).
 """
 from __future__ import annotations
 
@@ -12,26 +13,64 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+from spnir.errors import SpnirError
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path to write; on success it replaces ``path`` atomically, on error it is removed."""
+    """A temporary path to write; on success it replaces ``path`` atomically, on error it is removed (an
+    ``OSError`` becomes :class:`SpnirError` "cannot write PATH: CAUSE")."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with writing(path):
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_path`. The file object is spnir's own, so a full disk
+    surfaces as ``OSError`` (ENOSPC) rather than torch's ``inline_container`` RuntimeError."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside into :class:`SpnirError` naming ``path`` and the cause."""
+    try:
+        yield
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
+
+
+def cannot_write(path: str | os.PathLike, exc: OSError) -> SpnirError:
+    """The one-line error for a failed write: ``cannot write PATH: CAUSE`` (the cause names a file in the way)."""
+    blocker = _file_in_the_way(Path(path))
+    cause = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or str(exc)
+    return SpnirError(f"cannot write {path}: {cause}")
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is not a folder (a path "under a file")."""
+    for parent in path.parents:
+        if parent.exists():
+            return parent if not parent.is_dir() else None
+    return None
 
 
 def _fsync_dir(folder: Path) -> None:

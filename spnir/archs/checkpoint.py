@@ -45,7 +45,7 @@ from torch import nn
 from spnir.archs.registry import (
     StateDict, check_overrides, check_scale, checkpoint_filter, create_model, get_preset, list_models,
 )
-from spnir.atomic import atomic_path
+from spnir.atomic import atomic_path, save_torch_atomic
 from spnir.errors import SpnirError
 
 FORMAT = "spnir-model"
@@ -300,16 +300,16 @@ def save_model_checkpoint(
     preset = _plain(record, "preset overrides")
     meta = _plain(dict(meta or {}), "checkpoint meta")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() == SAFETENSORS_SUFFIX:
-            from safetensors.torch import save_file
+    if path.suffix.lower() != SAFETENSORS_SUFFIX:
+        save_torch_atomic({"format": FORMAT, "version": FORMAT_VERSION, "preset": preset, "params": state,
+                           "meta": meta}, path)
+        return path
+    from safetensors.torch import save_file
 
-            metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "preset": json.dumps(preset),
-                        "meta": json.dumps(meta)}
-            save_file(state, str(tmp), metadata=metadata)
-        else:
-            torch.save({"format": FORMAT, "version": FORMAT_VERSION, "preset": preset, "params": state,
-                        "meta": meta}, tmp)
+    metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "preset": json.dumps(preset),
+                "meta": json.dumps(meta)}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 

@@ -16,16 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from spnir.atomic import atomic_path
+from spnir.atomic import save_torch_atomic
 from spnir.errors import SpnirError
 
 _NAME = re.compile(r"^iter_(\d+)\.pt$")
-
-
-def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` such that ``path`` is either the old file or the complete new one."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 class CheckpointDir:
@@ -53,7 +47,7 @@ class CheckpointDir:
     def save(self, state: dict[str, Any], iteration: int) -> Path:
         """Write ``state`` atomically as iteration ``iteration``, then drop all but the newest ``keep``."""
         path = self.path_for(iteration)
-        save_atomic(state, path)
+        save_torch_atomic(state, path)
         for _, old in self.list()[:-self.keep]:
             old.unlink(missing_ok=True)
         return path

@@ -7,6 +7,7 @@ run first drops the rows a killed run wrote after its last checkpoint, so the fi
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from spnir.atomic import writing
 from spnir.progress import Progress
 
 
@@ -33,15 +35,18 @@ class RunLogger:
         self._start_time, self._start_iter = time.monotonic(), start_iter
         if not self.enabled:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.csv_path = self.folder / "scalars.csv"
+        with writing(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.csv_path, self.log_path = self.folder / "scalars.csv", self.folder / "train.log"
         _truncate_after(self.csv_path, start_iter)
         new = not self.csv_path.exists()
-        self._csv_file = open(self.csv_path, "a", newline="")
-        self._csv = csv.writer(self._csv_file)
-        if new:
-            self._csv.writerow(["iteration", "name", "value"])
-        self._log_file = open(self.folder / "train.log", "a")
+        with writing(self.csv_path):
+            self._csv_file = open(self.csv_path, "a", newline="")
+            self._csv = csv.writer(self._csv_file)
+            if new:
+                self._csv.writerow(["iteration", "name", "value"])
+        with writing(self.log_path):
+            self._log_file = open(self.log_path, "a")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -57,11 +62,13 @@ class RunLogger:
         """Write ``values`` (name -> number) at ``iteration`` to the CSV and TensorBoard."""
         if not self.enabled:
             return
-        for name, value in values.items():
-            self._csv.writerow([iteration, name, f"{value:.8g}"])
-            if self._writer is not None:
+        with writing(self.csv_path):
+            for name, value in values.items():
+                self._csv.writerow([iteration, name, f"{value:.8g}"])
+            self._csv_file.flush()
+        if self._writer is not None:
+            for name, value in values.items():
                 self._writer.add_scalar(name, value, iteration)
-        self._csv_file.flush()
 
     def images(self, iteration: int, images: dict[str, torch.Tensor]) -> list[Path]:
         """Write ``images`` (name -> (3, H, W) in [0, 1]) as ``images/iter_<iteration>/<name>.png`` and to
@@ -88,20 +95,32 @@ class RunLogger:
         """Print (above the bar, if any) and append to ``train.log``."""
         if not self.enabled:
             return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         self._progress.write(text)
-        self._log_file.write(f"{stamp} {text}\n")
+        with writing(self.log_path):
+            self._append(text)
+
+    def error(self, text: str) -> None:
+        """Append ``text`` to ``train.log`` only (the caller reports it on the terminal), as far as the disk
+        still allows: a failure to log the error must not hide it."""
+        if self.enabled:
+            with contextlib.suppress(OSError):
+                self._append(text)
+
+    def _append(self, text: str) -> None:
+        self._log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
         self._log_file.flush()
 
     def close(self) -> None:
+        """Close the bar and the files (everything was flushed as written; a full disk is not raised twice)."""
         if not self.enabled:
             return
+        self.enabled = False
         self._progress.close()
         if self._writer is not None:
             self._writer.close()
-        self._csv_file.close()
-        self._log_file.close()
-        self.enabled = False
+        for file in (self._csv_file, self._log_file):
+            with contextlib.suppress(OSError):
+                file.close()
 
 
 def _truncate_after(path: Path, iteration: int) -> None:
@@ -112,7 +131,7 @@ def _truncate_after(path: Path, iteration: int) -> None:
         rows = list(csv.reader(f))
     kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= iteration]
     if len(kept) != len(rows):
-        with open(path, "w", newline="") as f:
+        with writing(path), open(path, "w", newline="") as f:
             csv.writer(f).writerows(kept)
 
 

@@ -10,7 +10,9 @@ from typing import Callable, Sequence
 from torch import nn
 
 from spnir.allocator import use_cpu_allocator
+from spnir.atomic import atomic_path
 from spnir.archs.checkpoint import save_model_checkpoint
+from spnir.errors import SpnirError
 from spnir.spn import SPN
 from spnir.train.build import build_parts, describe
 from spnir.train.checkpoint import CheckpointDir, load_state, resolve_resume
@@ -54,8 +56,11 @@ def run_training(
 
     ``config``: a YAML path (spnir or BasicSR style) or a dict; ``overrides``: ``"key=value"`` strings;
     ``resume``: ``None`` (fresh), ``"auto"`` (newest checkpoint in ``out_dir``, fresh if none) or a path.
-    ``on_iteration(it)`` is called after every iteration (progress hooks, tests).
+    ``on_iteration(it)`` is called after every iteration (progress hooks, tests). A write that fails (disk
+    full, a path under a file) raises :class:`SpnirError` naming the file, also written to ``train.log``.
     """
+    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        resume = "auto"  # torchrun restarted the workers: continue this run from its newest checkpoint
     notes: list[str] = []
     config = load_config(config, overrides, notes)
     notes.append(f"{use_cpu_allocator(config['train']['cpu_allocator'])} (train.cpu_allocator)")
@@ -71,7 +76,8 @@ def run_training(
                            tensorboard=config["log"]["tensorboard"], progress=config["log"]["progress"])
         try:
             if ctx.is_main:
-                (out_dir / "config.yml").write_text(dump_config(config))
+                with atomic_path(out_dir / "config.yml") as tmp:
+                    tmp.write_text(dump_config(config))
                 processes = [f"DDP over {ctx.world_size} processes on {ctx.device.type}"] if ctx.distributed else []
                 for line in [*notes, *processes, *describe(parts, config)]:
                     logger.message(line)
@@ -83,6 +89,9 @@ def run_training(
                 logger.message(f"resumed from {resume_path} at iteration {trainer.iteration}")
             fit = trainer.fit()
             final = _save_final(parts, out_dir, fit.iteration) if fit.status == "completed" and ctx.is_main else {}
+        except SpnirError as exc:
+            logger.error(f"error: {exc}")
+            raise
         finally:
             logger.close()
         barrier(ctx)

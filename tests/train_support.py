@@ -90,3 +90,31 @@ def dropout_net(scale: int) -> nn.Module:
     and IDT's drop-path do: resume must restore that RNG exactly."""
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Dropout2d(0.25),
                          nn.Conv2d(8, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+
+
+def edsr_killed_once(scale: int, **args: Any) -> nn.Module:
+    """The tiny EDSR preset; under ``SPNIR_TEST_KILL_AFTER=CHECKPOINT``, rank 1 of torchrun's first attempt
+    SIGKILLs itself in its next training forward once CHECKPOINT exists (a worker dying mid-run)."""
+    import signal
+    import time
+
+    from spnir.archs import create_model
+
+    model = create_model("edsr-baseline", scale, **args)
+    checkpoint = os.environ.get("SPNIR_TEST_KILL_AFTER")
+    if not checkpoint or os.environ.get("RANK") != "1" or os.environ.get("TORCHELASTIC_RESTART_COUNT") != "0":
+        return model
+
+    after, calls = int(Path(checkpoint).stem.split("_")[1]), [0]
+
+    def kill_when_saved(module: nn.Module, inputs: Any) -> None:
+        calls[0] += module.training
+        if calls[0] <= after:
+            return
+        for _ in range(600):  # rank 0 writes CHECKPOINT while this rank starts the next iteration
+            if os.path.exists(checkpoint):
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(0.05)
+
+    model.register_forward_pre_hook(kill_when_saved)
+    return model

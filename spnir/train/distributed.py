@@ -47,7 +47,13 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
     device = pick_device(device_preference, local_rank, setting="train.device")
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+        timeout = datetime.timedelta(minutes=30)
+        store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+        # torchrun's c10d rendezvous keeps one store across restarts: the keys of each attempt get their own
+        # prefix, or restarted ranks may read a dead rank's address and fail to connect
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend, store=dist.PrefixStore(f"spnir/attempt{attempt}/", store), rank=rank,
+                                world_size=world_size, timeout=timeout)
     return DistContext(rank, world_size, local_rank, device)
 
 

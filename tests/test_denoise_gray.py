@@ -36,7 +36,7 @@ def test_to_gray_keeps_gray_files_exact_and_uses_rgb2gray_for_colour() -> None:
 
 
 def test_vgg_sees_a_gray_image_replicated() -> None:
-    vgg = VGGFeatures("vgg16", ["relu1_2"], weights="random", seed=0)
+    vgg = VGGFeatures("vgg16", ["relu1_2"], vgg_weights="random", seed=0)
     x = torch.rand(1, 1, 8, 8)
     assert torch.allclose(vgg(x)["relu1_2"], vgg(x.expand(-1, 3, -1, -1))["relu1_2"])
 

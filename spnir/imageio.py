@@ -165,11 +165,12 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8, rounding as BasicSR's ``tensor2img``."""
+    """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8, rounding as BasicSR's ``tensor2img``;
+    ``(1, H, W)`` -> ``(H, W)`` (a grayscale file)."""
     if image.dim() != 3:
         raise SpnirError(f"expected a (C, H, W) image tensor, got shape {tuple(image.shape)}")
     array = image.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu()
-    return array.permute(1, 2, 0).numpy()
+    return array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
 
 
 def image_format(path: str | os.PathLike) -> str:

@@ -74,3 +74,14 @@ def test_eval_denoise_on_gray_and_colour_images(tmp_path) -> None:
     assert json.loads(out.read_text())["set"]["images"] == 2
     assert main(["eval", "--checkpoint", str(ckpt), "--task", "sr", "--scale", "2", "--sigma", "15",
                  "--data", str(folder), "--no-progress"]) == 2
+
+
+def test_restore_keeps_a_gray_image_gray_for_a_one_channel_model(tmp_path) -> None:
+    from spnir.archs import create_model, save_model_checkpoint
+
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    ckpt = save_model_checkpoint(create_model("dncnn", num_conv=3, num_feat=4), tmp_path / "m.safetensors")
+    assert main(["restore", "--checkpoint", str(ckpt), str(tmp_path / "in.png"), "--out", str(tmp_path / "out"),
+                 "--no-progress"]) == 0
+    with Image.open(tmp_path / "out" / "in.png") as img:
+        assert img.mode == "L" and img.size == (12, 12)

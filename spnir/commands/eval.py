@@ -98,14 +98,8 @@ def _scale(args: argparse.Namespace) -> int:
     return 1
 
 
-def input_channels(model: torch.nn.Module) -> int:
-    """Channels the model takes: those of its first convolution (3 when it has none)."""
-    first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    return first.in_channels if first is not None else 3
-
-
 def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:
-    from spnir.archs.checkpoint import model_for_inference, parse_overrides
+    from spnir.archs.checkpoint import input_channels, model_for_inference, parse_overrides
 
     if not args.checkpoint:
         raise SpnirError(f"--model {args.model} needs --checkpoint PATH (its trained weights)")

@@ -12,6 +12,13 @@ LR synthesis from HR (``lr_protocol``):
   8-bit image (rounded) is downscaled in float, not rounded, and the method works on Y alone. Only a
   resize can take such input; ``spnir eval`` uses it for ``bicubic`` with ``--convention matlab``.
 
+Denoising from clean images (``noise_sigma``, sigma in 0..255 units) follows KAIR's test script: per image,
+the noise is drawn by ``numpy.random.RandomState(noise_seed).normal(0, sigma / 255)`` in ``(H, W, C)`` order
+and added to the image in float. ``noise_protocol`` ``"float"`` (default, the field's) leaves the noisy image
+as it is (values outside ``[0, 1]``, not rounded); ``"8bit"`` clips and rounds it to 8 bit, as a saved noisy
+file would be. A 1-channel model (``channels=1``) sees grayscale images as their own values and colour ones
+through MATLAB's ``rgb2gray`` (:func:`spnir.imageio.to_gray`).
+
 Outputs are rounded to 8 bit before measuring (as a saved result would be). A bad image (unreadable,
 16-bit, transparent, wrong LQ/GT size) is skipped with its reason, or stops the run with ``on_error="stop"``.
 """
@@ -22,12 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+import numpy as np
 import torch
 
 from spnir.data.degrade import mod_crop, quantize
 from spnir.data.paired import sr_gt_box
 from spnir.errors import SpnirError
-from spnir.imageio import list_images, load_image
+from spnir.imageio import list_images, load_image, to_gray
 from spnir.imresize import imresize
 from spnir.metric_suite import MetricSuite, direction
 from spnir.metrics import MetricSettings, rgb_to_y
@@ -35,6 +43,8 @@ from spnir.progress import note, progress
 
 TASKS: tuple[str, ...] = ("sr", "dehaze", "derain", "deblur", "denoise")
 LrProtocol = Literal["rgb8", "classic"]
+NoiseProtocol = Literal["float", "8bit"]
+NOISE_PROTOCOLS: tuple[str, ...] = ("float", "8bit")
 OnError = Literal["skip", "stop"]
 RestoreFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -60,9 +70,10 @@ def _subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_dir()), None)
 
 
-def find_set(folder: str | Path, task: str = "sr", scale: int = 1) -> BenchmarkSet:
+def find_set(folder: str | Path, task: str = "sr", scale: int = 1, clean: bool = False) -> BenchmarkSet:
     """The set in ``folder``: LQ/GT sub-folders (e.g. ``hazy/`` + ``clear/``, ``LR_bicubic/X4/`` + ``HR/``)
-    make a paired set, otherwise (SR only) the folder's images are the HR images."""
+    make a paired set, otherwise (SR, or any task with ``clean``: the input is synthesized) the folder's
+    images are the GT images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SpnirError(f"{folder}: benchmark folder not found")
@@ -71,7 +82,7 @@ def find_set(folder: str | Path, task: str = "sr", scale: int = 1) -> BenchmarkS
     lq_dir = _subfolder(folder, lq_names)
     if gt_dir is not None and lq_dir is not None:
         return BenchmarkSet(folder.name, gt_dir, lq_dir)
-    if task != "sr":
+    if task != "sr" and not clean:
         raise SpnirError(
             f"{folder}: task {task!r} needs LQ/GT folder pairs; expected sub-folders such as "
             f"{'/'.join(LQ_FOLDER_NAMES[:3])} and {'/'.join(GT_FOLDER_NAMES[:2])}, or pass --pair LQ_DIR GT_DIR"
@@ -155,6 +166,20 @@ def synthesize_lr(hr: torch.Tensor, scale: int, protocol: LrProtocol = "rgb8") -
     return quantize(imresize(gt, 1 / scale)), gt
 
 
+def add_gaussian_noise(gt: torch.Tensor, sigma: float, seed: int = 0, protocol: NoiseProtocol = "float"
+                       ) -> torch.Tensor:
+    """``gt`` ``(C, H, W)`` in ``[0, 1]`` plus Gaussian noise of std ``sigma / 255`` drawn as KAIR's test script
+    draws it (see the module doc); ``"8bit"`` clips and rounds the result."""
+    if not 0 <= sigma <= 255:
+        raise SpnirError(f"noise sigma must be in 0..255 (8-bit units), got {sigma}")
+    if protocol not in NOISE_PROTOCOLS:
+        raise SpnirError(f"unknown noise protocol {protocol!r}; expected one of {', '.join(NOISE_PROTOCOLS)}")
+    c, h, w = gt.shape
+    noise = np.random.RandomState(seed).normal(0.0, sigma / 255.0, (h, w, c))
+    noisy = (gt.double() + torch.from_numpy(noise).permute(2, 0, 1)).float()
+    return quantize(noisy.clamp(0, 1)) if protocol == "8bit" else noisy
+
+
 def reconcile_pair(lq: torch.Tensor, gt: torch.Tensor, scale: int, lq_path: Path, gt_path: Path) -> torch.Tensor:
     """GT cropped to ``scale x LQ`` when it exceeds it by less than ``scale`` px (an HR that is not a multiple
     of the scale; the rule of :func:`spnir.data.paired.sr_gt_box`); any other size mismatch is an error naming
@@ -199,23 +224,35 @@ class Evaluator:
     device: torch.device | str = "cpu"
     show_progress: bool = True  # False: no bar and no status lines (see spnir.progress)
     metrics: MetricSuite | None = None
+    channels: int = 3  # 1: images as grayscale (1-channel models)
+    noise_sigma: float | None = None  # unpaired sets: the input is the GT plus this noise (denoising)
+    noise_protocol: NoiseProtocol = "float"
+    noise_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.on_error not in ("skip", "stop"):
             raise SpnirError(f"on_error must be 'skip' or 'stop', got {self.on_error!r}")
         if self.metrics is None:
             object.__setattr__(self, "metrics", MetricSuite(self.settings))
+        if self.channels not in (1, 3):
+            raise SpnirError(f"channels must be 1 or 3, got {self.channels!r}")
+
+    def _image(self, path: Path, notes: list[str], prefix: str = "") -> torch.Tensor:
+        loaded = load_image(path)
+        notes += [prefix + n for n in loaded.notes if not (self.channels == 1 and n.startswith("grayscale"))]
+        return to_gray(loaded.data) if self.channels == 1 else loaded.data
 
     def _load(self, item: _Item) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        loaded_gt = load_image(item.gt_path)
-        notes = list(loaded_gt.notes)
+        notes: list[str] = []
+        gt = self._image(item.gt_path, notes)
         if item.lq_path is None:
-            lq, gt = synthesize_lr(loaded_gt.data, self.scale, self.lr_protocol)
+            if self.noise_sigma is not None:
+                return add_gaussian_noise(gt, self.noise_sigma, self.noise_seed, self.noise_protocol), gt, notes
+            lq, gt = synthesize_lr(gt, self.scale, self.lr_protocol)
             return lq, gt, notes
-        loaded_lq = load_image(item.lq_path)
-        notes += [f"LQ {n}" for n in loaded_lq.notes]
-        gt = reconcile_pair(loaded_lq.data, loaded_gt.data, self.scale, item.lq_path, item.gt_path)
-        return loaded_lq.data, gt, notes
+        lq = self._image(item.lq_path, notes, "LQ ")
+        gt = reconcile_pair(lq, gt, self.scale, item.lq_path, item.gt_path)
+        return lq, gt, notes
 
     def _measure(self, item: _Item) -> ImageResult:
         lq, gt, notes = self._load(item)

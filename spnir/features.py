@@ -89,6 +89,8 @@ class VGGFeatures(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.shape[1] == 1:  # a grayscale image: VGG sees the channel replicated, as an RGB view of it
+            x = x.expand(-1, 3, -1, -1)
         if self.range_norm:
             x = (x + 1) / 2
         if self.input_norm:

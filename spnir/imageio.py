@@ -9,6 +9,8 @@ What is converted, and reported in :attr:`LoadedImage.notes`:
   Set14's ``bridge.png``;
 - RGBA / LA with a fully opaque alpha channel drop the alpha channel.
 
+One-channel models get :func:`to_gray` of the image (the file's own gray values for a grayscale file).
+
 What is rejected with a :class:`~spnir.errors.SpnirError` naming the file: unreadable or truncated files,
 images with real transparency, 16-bit files (benchmarks and metrics assume 8 bits per channel).
 """
@@ -136,17 +138,39 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     return LoadedImage(data=data, path=path, notes=notes)
 
 
+# MATLAB's rgb2gray weights (the ones behind the gray BSD68 and Set12 files).
+RGB2GRAY_WEIGHTS = (0.298936021293775, 0.587043074451121, 0.114020904255103)
+
+
+def to_gray(image: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` (or ``(N, 3, H, W)``) -> one channel: the channel itself when all three are equal (a
+    grayscale file read as RGB, exactly), else MATLAB ``rgb2gray`` rounded to 8 bit as on a uint8 image.
+    One-channel input is returned as it is."""
+    channels = image.shape[-3]
+    if channels == 1:
+        return image
+    if channels != 3:
+        raise SpnirError(f"to_gray: expected 1 or 3 channels, got shape {tuple(image.shape)}")
+    first = image.narrow(-3, 0, 1)
+    if torch.equal(image, first.expand_as(image)):
+        return first.contiguous()
+    weights = torch.tensor(RGB2GRAY_WEIGHTS, dtype=torch.float64).view(3, 1, 1)
+    gray = (image.double() * 255 * weights).sum(dim=-3, keepdim=True).round().clamp(0, 255) / 255
+    return gray.to(image.dtype)
+
+
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """Shortcut for ``load_image(path).data``."""
     return load_image(path).data
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8, rounding as BasicSR's ``tensor2img``."""
+    """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8, rounding as BasicSR's ``tensor2img``;
+    ``(1, H, W)`` -> ``(H, W)`` (a grayscale file)."""
     if image.dim() != 3:
         raise SpnirError(f"expected a (C, H, W) image tensor, got shape {tuple(image.shape)}")
     array = image.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu()
-    return array.permute(1, 2, 0).numpy()
+    return array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
 
 
 def image_format(path: str | os.PathLike) -> str:

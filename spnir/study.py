@@ -13,6 +13,17 @@ and the evaluation sets::
     eval:                             # same entries as data.val; default: the config's data.val
       - {name: Set14, type: clean, gt: ../shared/data/Set14, degradations: [{type: bicubic, scale: 4}]}
     compare: {set: Set14, image: 0, size: 96}   # the crop shown side by side in the report
+    baseline: [released, plain]       # the difference tables (default: the first setting)
+
+Two kinds of setting besides plain ``set`` overrides:
+
+- ``{name: released, evaluate_only: true}``: the config's model (its ``model.pretrained`` weights) evaluated
+  as it is, no training: the starting row of a fine-tuning study.
+- ``{name: plain-equal-compute, set: [...], equal_compute: {of: spn, base: plain}}``: trained for
+  ``round(iterations of spn x step time of spn / step time of plain)`` iterations, the step times (median
+  train-step wall time, ``step_s`` in ``scalars.csv``) measured in that seed's ``spn`` and ``plain`` runs, so it
+  gets the compute of the ``spn`` run. Both must come earlier in ``settings``; the measurement is kept in the
+  run's ``compute.json`` and in the report.
 
 Each run trains in ``OUT/runs/<setting>/seed<k>`` with ``--resume auto`` (an interrupted study continues
 where it stopped; finished runs are skipped) and keeps its final weights. A finished run is evaluated once
@@ -45,6 +56,8 @@ STUDY_KEYS = ("name", "config", "set", "seeds", "settings", "eval", "compare", "
 class Setting:
     name: str
     overrides: list[str]
+    evaluate_only: bool = False                 # the config's (pretrained) model, evaluated untrained
+    equal_compute: tuple[str, str] | None = None  # (of, base): train as long as `of` ran, in `base`'s step time
 
 
 @dataclass
@@ -58,8 +71,13 @@ class Study:
     settings: list[Setting]
     eval_sets: list[dict[str, Any]] | None
     compare: dict[str, Any]
-    baseline: str
+    baselines: list[str]
     source: str = "study"
+
+    @property
+    def baseline(self) -> str:
+        """The first setting the others are compared with."""
+        return self.baselines[0]
 
     def run_config(self, setting: Setting, seed: int) -> dict[str, Any]:
         """The validated training config of one run."""
@@ -88,29 +106,57 @@ def load_study(path: str | Path) -> Study:
         config = str(path.parent / config)
     elif not isinstance(config, dict):
         raise SpnirError(f"{path}: config must be a file name or a mapping, got {config!r}")
-    settings = []
-    for i, entry in enumerate(raw["settings"] or []):
-        if not isinstance(entry, dict) or "name" not in entry or set(entry) - {"name", "set"}:
-            raise SpnirError(f"{path}: settings[{i}] must be {{name: ..., set: [key=value, ...]}}, got {entry!r}")
-        settings.append(Setting(str(entry["name"]), [str(s) for s in entry.get("set") or []]))
+    settings = [_setting(path, i, entry) for i, entry in enumerate(raw["settings"] or [])]
     names = [s.name for s in settings]
     if not settings or len(set(names)) != len(names):
         raise SpnirError(f"{path}: settings need distinct names, got {names}")
+    _check_equal_compute(path, settings)
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise SpnirError(f"{path}: seeds must be a non-empty list of integers >= 0, got {seeds!r}")
-    baseline = str(raw.get("baseline", names[0]))
-    if baseline not in names:
-        raise SpnirError(f"{path}: baseline {baseline!r} is not one of the settings {names}")
+    baselines = raw.get("baseline", names[0])
+    baselines = [str(b) for b in (baselines if isinstance(baselines, list) else [baselines])]
+    for baseline in baselines:
+        if baseline not in names:
+            raise SpnirError(f"{path}: baseline {baseline!r} is not one of the settings {names}")
     study = Study(name=str(raw.get("name", path.stem)), config=config, common=[str(s) for s in raw.get("set") or []],
                   seeds=seeds, settings=settings, eval_sets=raw.get("eval"), compare=dict(raw.get("compare") or {}),
-                  baseline=baseline, source=str(path))
+                  baselines=baselines, source=str(path))
     for setting in settings:  # fail before any training
         try:
             study.run_config(setting, seeds[0])
         except SpnirError as exc:
             raise SpnirError(f"{path}: setting {setting.name!r}: {exc}") from exc
     return study
+
+
+SETTING_KEYS = ("name", "set", "evaluate_only", "equal_compute")
+
+
+def _setting(path: Path, i: int, entry: Any) -> Setting:
+    if not isinstance(entry, dict) or "name" not in entry or set(entry) - set(SETTING_KEYS):
+        raise SpnirError(f"{path}: settings[{i}] must be {{name: ..., set: [key=value, ...]}} (optional keys "
+                         f"evaluate_only, equal_compute), got {entry!r}")
+    equal = entry.get("equal_compute")
+    if equal is not None and (not isinstance(equal, dict) or set(equal) != {"of", "base"}):
+        raise SpnirError(f"{path}: settings[{i}].equal_compute must be {{of: SETTING, base: SETTING}}, got {equal!r}")
+    only = entry.get("evaluate_only", False)
+    if not isinstance(only, bool) or (only and (equal or entry.get("set"))):
+        raise SpnirError(f"{path}: settings[{i}].evaluate_only must be true/false, without set or equal_compute")
+    return Setting(str(entry["name"]), [str(s) for s in entry.get("set") or []], only,
+                   (str(equal["of"]), str(equal["base"])) if equal else None)
+
+
+def _check_equal_compute(path: Path, settings: list[Setting]) -> None:
+    """``equal_compute`` names two trained settings listed before it (they run first, seed by seed)."""
+    for index, setting in enumerate(settings):
+        if setting.equal_compute is None:
+            continue
+        earlier = {s.name: s for s in settings[:index]}
+        for name in setting.equal_compute:
+            if name not in earlier or earlier[name].evaluate_only or earlier[name].equal_compute:
+                raise SpnirError(f"{path}: setting {setting.name!r}: equal_compute names {name!r}, which must be "
+                                 f"a trained setting listed before it (not evaluate_only, not equal_compute)")
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -120,17 +166,73 @@ def run_dir(out: Path, setting: str, seed: int) -> Path:
     return out / "runs" / setting / f"seed{seed}"
 
 
+EVAL_SEED = 0  # synthetic evaluation inputs (noise, ...) are drawn with this seed in every run
+
+
 def eval_datasets(study: Study, config: dict[str, Any]):
-    """``[(name, dataset)]`` of the evaluation sets (the study's ``eval``, else the config's ``data.val``)."""
+    """``[(name, dataset)]`` of the evaluation sets (the study's ``eval``, else the config's ``data.val``).
+
+    Random degradations of the evaluation inputs use :data:`EVAL_SEED`, not the run's seed: every setting
+    and seed is measured on the same inputs, so the spread over seeds is the training's alone."""
     from spnir.train.build import build_val_sets
     from spnir.train.config import validate
 
     cfg = copy.deepcopy(config)
+    cfg["seed"] = EVAL_SEED
     if study.eval_sets is not None:
         raw = copy.deepcopy(cfg)
         raw["data"]["val"] = study.eval_sets
         cfg = validate(raw, f"{study.source}: eval")
     return [(v.name, v.dataset) for v in build_val_sets(cfg)]
+
+
+def median_step_seconds(folder: Path) -> float:
+    """Median train-step wall time (``step_s``) of a run, without its first logged interval (warm-up)."""
+    from spnir.train.logging import read_scalars
+
+    path = folder / "scalars.csv"
+    values = [v for _, v in read_scalars(path).get("step_s", [])] if path.is_file() else []
+    values = sorted(values[1:] if len(values) > 2 else values)
+    if not values:
+        raise SpnirError(f"{path}: no step_s values logged; equal_compute needs that run's step times")
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def equal_compute_iterations(study: Study, setting: Setting, seed: int, out: Path) -> dict[str, Any]:
+    """Iterations giving ``setting`` the compute of its ``of`` run, from that seed's measured step times."""
+    of, base = setting.equal_compute
+    of_iters = study.run_config(next(s for s in study.settings if s.name == of), seed)["train"]["total_iter"]
+    of_step, base_step = median_step_seconds(run_dir(out, of, seed)), median_step_seconds(run_dir(out, base, seed))
+    return {"of": of, "base": base, "of_iterations": of_iters, "of_step_s": of_step, "base_step_s": base_step,
+            "ratio": of_step / base_step, "iterations": max(1, round(of_iters * of_step / base_step))}
+
+
+def setting_config(study: Study, setting: Setting, seed: int, out: Path) -> dict[str, Any]:
+    """The run's config; an ``equal_compute`` setting gets its iterations from ``compute.json`` (written once,
+    from the measured step times, so a resumed run keeps its length)."""
+    if setting.equal_compute is None:
+        return study.run_config(setting, seed)
+    folder = run_dir(out, setting.name, seed)
+    path = folder / "compute.json"
+    if path.is_file():
+        compute = json.loads(path.read_text())
+    else:
+        compute = equal_compute_iterations(study, setting, seed, out)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(compute, indent=1))
+    return study.run_config(Setting(setting.name, [*setting.overrides, f"train.total_iter={compute['iterations']}"]),
+                            seed)
+
+
+def evaluated_model(study: Study, setting: Setting, seed: int, out: Path) -> torch.nn.Module:
+    """The model a run is measured with: the config's own (pretrained) model for ``evaluate_only``."""
+    if setting.evaluate_only:
+        from spnir.train.build import build_model
+
+        return build_model(study.run_config(setting, seed)["model"]).eval()
+    return final_model(run_dir(out, setting.name, seed))
 
 
 def final_model(folder: Path) -> torch.nn.Module:
@@ -144,9 +246,11 @@ def final_model(folder: Path) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def evaluate_run(study: Study, config: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Per-image PSNR/SSIM of a finished run on every evaluation set (written to ``metrics.json``)."""
-    model = final_model(folder)
+def evaluate_run(study: Study, config: dict[str, Any], folder: Path, model: torch.nn.Module | None = None
+                 ) -> dict[str, Any]:
+    """Per-image PSNR/SSIM of a finished run (or of ``model``) on every evaluation set (``metrics.json``)."""
+    model = final_model(folder) if model is None else model
+    folder.mkdir(parents=True, exist_ok=True)
     val = config["val"]
     settings = MetricSettings(crop_border=val["crop_border"], y_channel=val["y_channel"], convention=val["convention"])
     sets = {}
@@ -186,7 +290,10 @@ def run_study(study: Study, out: str | Path, only: Sequence[str] | None = None,
             folder = run_dir(out, setting.name, seed)
             if (folder / "metrics.json").is_file():
                 continue
-            config = study.run_config(setting, seed)
+            if setting.evaluate_only:
+                _evaluate_untrained(study, setting, seed, out, log)
+                continue
+            config = setting_config(study, setting, seed, out)
             if not (folder / "model_final.pt").is_file():
                 log(f"study {study.name}: training {setting.name} seed {seed} in {folder}")
                 result = run_training(config, folder, resume="auto")
@@ -196,6 +303,20 @@ def run_study(study: Study, out: str | Path, only: Sequence[str] | None = None,
             log(f"study {study.name}: evaluating {setting.name} seed {seed}")
             evaluate_run(study, config, folder)
     return True
+
+
+def _evaluate_untrained(study: Study, setting: Setting, seed: int, out: Path, log: Callable[[str], None]) -> None:
+    """An ``evaluate_only`` row: the same model and inputs for every seed, so measured once and copied."""
+    folder = run_dir(out, setting.name, seed)
+    done = [run_dir(out, setting.name, k) / "metrics.json" for k in study.seeds]
+    done = [p for p in done if p.is_file()]
+    if done:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "metrics.json") as tmp:
+            tmp.write_text(done[0].read_text())
+        return
+    log(f"study {study.name}: evaluating {setting.name} (no training)")
+    evaluate_run(study, study.run_config(setting, seed), folder, evaluated_model(study, setting, seed, out))
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -277,8 +398,10 @@ def _per_image_mean(runs: dict[int, dict[str, Any]], seeds: Sequence[int], set_n
     return [sum(v) / len(v) for v in zip(*rows)]
 
 
-def summary_tables(study: Study, results: dict[str, dict[int, dict[str, Any]]]) -> tuple[list[str], list[str]]:
-    """Markdown lines: (the mean/std table, the difference-to-baseline table)."""
+def summary_tables(study: Study, results: dict[str, dict[int, dict[str, Any]]], baseline: str | None = None
+                   ) -> tuple[list[str], list[str]]:
+    """Markdown lines: (the mean/std table, the difference-to-``baseline`` table; default the first baseline)."""
+    baseline = baseline or study.baseline
     sets = sorted({name for runs in results.values() for r in runs.values() for name in r["sets"]},
                   key=lambda n: [s for r in results.values() for x in r.values() for s in x["sets"]].index(n))
     head = "| setting | seeds | " + " | ".join(f"{s} PSNR | {s} SSIM" for s in sets) + " |"
@@ -294,9 +417,9 @@ def summary_tables(study: Study, results: dict[str, dict[int, dict[str, Any]]]) 
     diff = ["| setting | set | paired seeds | images | ΔPSNR (dB) | t | p (images) | p (seeds) | ΔSSIM | p (SSIM, images) "
             "| better / worse images |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    base = results.get(study.baseline, {})
+    base = results.get(baseline, {})
     for setting in study.settings:
-        if setting.name == study.baseline:
+        if setting.name == baseline:
             continue
         runs = results.get(setting.name, {})
         seeds = [s for s in study.seeds if s in runs and s in base]
@@ -388,16 +511,16 @@ def plot_comparison(study: Study, out: Path, results: dict[str, dict[int, dict[s
     y, x = study.compare.get("at", [(h - size) // 2, (w - size) // 2])
     crop = (slice(None), slice(None), slice(y, y + size), slice(x, x + size))
     scale = gt.shape[-1] // lq.shape[-1]
-    panels = [("LQ (bicubic)", imresize(lq, scale).clamp(0, 1) if scale > 1 else lq)]
+    panels = [("LQ (bicubic)" if scale > 1 else "LQ", imresize(lq, scale).clamp(0, 1) if scale > 1 else lq.clamp(0, 1))]
     for setting in done:
-        model = final_model(run_dir(out, setting.name, min(results[setting.name])))
+        model = evaluated_model(study, setting, min(results[setting.name]), out)
         panels.append((setting.name, model(lq).float().clamp(0, 1)))
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.2 * (len(panels) + 1), 2.6))
     for ax, (title, img) in zip(axes, panels):
         part = img[crop]
-        ax.imshow(part[0].permute(1, 2, 0).numpy())
+        _show(ax, part)
         ax.set_title(f"{title}\n{float(psnr(part, gt[crop])):.2f} dB", fontsize=8)
-    axes[-1].imshow(gt[crop][0].permute(1, 2, 0).numpy())
+    _show(axes[-1], gt[crop])
     axes[-1].set_title("GT", fontsize=8)
     for ax in axes:
         ax.axis("off")
@@ -405,7 +528,15 @@ def plot_comparison(study: Study, out: Path, results: dict[str, dict[int, dict[s
     fig.savefig(path, dpi=60)
     plt.close(fig)
     name = Path(str(item.get("gt_path", "image"))).name
-    return f"{set_name} / {name}, crop {size}x{size} at (y={y}, x={x}); PSNR of the crop, RGB"
+    return f"{set_name} / {name}, crop {size}x{size} at (y={y}, x={x}); PSNR of the crop, all channels"
+
+
+def _show(ax: Any, image: torch.Tensor) -> None:
+    """An ``(1, C, h, w)`` crop: RGB as it is, one channel in gray."""
+    if image.shape[1] == 1:
+        ax.imshow(image[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(image[0].permute(1, 2, 0).numpy())
 
 
 def machine() -> str:
@@ -438,6 +569,44 @@ def speeds(study: Study, out: Path) -> dict[str, float]:
     return result
 
 
+def _setting_row(study: Study, setting: Setting, out: Path, its: dict[str, float]) -> str:
+    overrides = " ".join(f"`{o}`" for o in setting.overrides) or "(none)"
+    if setting.evaluate_only:
+        return f"| {setting.name} | evaluated as loaded, no training | 0 | – | – |"
+    if setting.equal_compute:
+        overrides += f" (compute of `{setting.equal_compute[0]}`)"
+    folders = [run_dir(out, setting.name, k) for k in study.seeds]
+    iterations = sorted({_total_iter(study, setting, k, out) for k, f in zip(study.seeds, folders)
+                         if setting.equal_compute is None or (f / "compute.json").is_file()})
+    steps = [median_step_seconds(f) for f in folders if (f / "scalars.csv").is_file() and _has_step_s(f)]
+    step = f"{sum(steps) / len(steps):.3f}" if steps else "–"
+    return (f"| {setting.name} | {overrides} | {', '.join(map(str, iterations)) or '–'} | "
+            f"{f'{its[setting.name]:.2f}' if setting.name in its else '–'} | {step} |")
+
+
+def _total_iter(study: Study, setting: Setting, seed: int, out: Path) -> int:
+    return setting_config(study, setting, seed, out)["train"]["total_iter"]
+
+
+def _has_step_s(folder: Path) -> bool:
+    from spnir.train.logging import read_scalars
+
+    return bool(read_scalars(folder / "scalars.csv").get("step_s"))
+
+
+def _compute_lines(study: Study, out: Path) -> list[str]:
+    lines = []
+    for setting in study.settings:
+        for seed in study.seeds:
+            path = run_dir(out, setting.name, seed) / "compute.json"
+            if path.is_file():
+                c = json.loads(path.read_text())
+                lines.append(f"- `{setting.name}` seed {seed}: {c['of']} step {c['of_step_s']:.3f} s / {c['base']} "
+                             f"step {c['base_step_s']:.3f} s = {c['ratio']:.2f}; {c['of_iterations']} x "
+                             f"{c['ratio']:.2f} -> {c['iterations']} iterations")
+    return lines
+
+
 def write_report(study: Study, out: str | Path, command: str = "", report_dir: str | Path | None = None) -> Path:
     """Write ``report.md``, ``curves.png``, ``comparison.png`` from the finished runs; returns the report path."""
     out = Path(out)
@@ -455,7 +624,8 @@ def write_report(study: Study, out: str | Path, command: str = "", report_dir: s
               f"- Study file: `{study.source}`; runs: `spnir study -c {study.source} --out {out}`"
               + (f"; this report: `{command}`" if command else ""),
               f"- Machine: {machine()}",
-              f"- Model: `{config['model']['name']}` x{config['model']['scale']} {config['model']['args'] or ''}; "
+              f"- Model: `{config['model']['name']}`" + (f" x{config['model']['scale']}" if config['model']['scale'] else "")
+              + f" {config['model']['args'] or ''}" + (f" from `{config['model']['pretrained']}`" if config['model']['pretrained'] else "") + "; "
               f"{config['train']['total_iter']} iterations, batch {config['data']['train']['batch_size']}, "
               f"patch {config['data']['train']['patch_size']}, {config['optim']['type']} lr {config['optim']['lr']}, "
               f"{config['scheduler']['type']} schedule; evaluation EMA {config['ema']['decay']}",
@@ -463,17 +633,22 @@ def write_report(study: Study, out: str | Path, command: str = "", report_dir: s
               "- Metrics: " + (next(iter(next(iter(results.values())).values()))["metrics"] if results else "–"),
               "", "| setting | overrides |", "|---|---|"]
     its = speeds(study, out)
-    lines[-2:] = ["| setting | overrides | training speed (it/s) |", "|---|---|---|"]
-    lines += [f"| {s.name} | {' '.join(f'`{o}`' for o in s.overrides) or '(none)'} | "
-              f"{f'{its[s.name]:.2f}' if s.name in its else '–'} |" for s in study.settings]
-    table, diff = summary_tables(study, results) if results else ([], [])
-    lines += ["", "## Results: mean ± std over seeds (per seed: mean over the set's images)", "", *table, "",
-              f"## Difference to `{study.baseline}` (per image, averaged over the seeds both finished; "
-              "two-sided paired t-tests)", "",
-              "`p (images)` pairs the images (per-image PSNR averaged over seeds): it says whether the change is "
-              "consistent across images, not whether it exceeds the run-to-run noise of training. `p (seeds)` pairs "
-              "the seeds (set mean per seed); with 3 seeds it is weak. Compare ΔPSNR with the std over seeds above.",
-              "", *diff, ""]
+    lines[-2:] = ["| setting | overrides | iterations | training speed (it/s) | train step (s, median) |",
+                  "|---|---|---|---|---|"]
+    lines += [_setting_row(study, s, out, its) for s in study.settings]
+    compute = _compute_lines(study, out)
+    if compute:
+        lines += ["", "Equal-compute runs (step times measured in the same seed's runs, this machine):", "", *compute]
+    table = summary_tables(study, results)[0] if results else []
+    lines += ["", "## Results: mean ± std over seeds (per seed: mean over the set's images)", "", *table, ""]
+    for baseline in study.baselines:
+        diff = summary_tables(study, results, baseline)[1] if results else []
+        lines += [f"## Difference to `{baseline}` (per image, averaged over the seeds both finished; "
+                  "two-sided paired t-tests)", "",
+                  "`p (images)` pairs the images (per-image PSNR averaged over seeds): it says whether the change is "
+                  "consistent across images, not whether it exceeds the run-to-run noise of training. `p (seeds)` "
+                  "pairs the seeds (set mean per seed); with 3 seeds it is weak. Compare ΔPSNR with the std over "
+                  "seeds above.", "", *diff, ""]
     if plot_curves(study, out, folder / "curves.png"):
         lines += ["## Validation curves", "", "![curves](curves.png)", ""]
     caption = plot_comparison(study, out, results, folder / "comparison.png") if results else None

@@ -116,3 +116,33 @@ def test_bad_study_files(tmp_path):
         raw["settings"].append({"name": "bad", "set": ["spn.form=triplet"]})
         path.write_text(yaml.safe_dump(raw))
         load_study(path)
+
+
+def test_released_row_and_equal_compute_arm(tmp_path):
+    """evaluate_only measures the config's model untrained (once, copied per seed); equal_compute trains
+    for spn's iterations x the measured spn/plain step-time ratio, kept in compute.json."""
+    path = write_study(tmp_path, seeds=[0, 1], baseline=["released", "plain"], settings=[
+        {"name": "released", "evaluate_only": True},
+        {"name": "plain"},
+        {"name": "spn", "set": ["spn.enabled=true", "spn.periods=[2]", "spn.decays=[0.5]"]},
+        {"name": "plain-eq", "equal_compute": {"of": "spn", "base": "plain"}},
+    ])
+    study = load_study(path)
+    out = tmp_path / "out"
+    assert run_study(study, out, log=lambda _: None)
+    released = [json.loads((run_dir(out, "released", k) / "metrics.json").read_text()) for k in (0, 1)]
+    assert released[0] == released[1] and not (run_dir(out, "released", 0) / "model_final.pt").exists()
+    compute = json.loads((run_dir(out, "plain-eq", 0) / "compute.json").read_text())
+    assert compute["of_iterations"] == 4 and compute["ratio"] == pytest.approx(compute["of_step_s"] / compute["base_step_s"])
+    assert compute["iterations"] == max(1, round(4 * compute["ratio"]))
+    config = yaml.safe_load((run_dir(out, "plain-eq", 0) / "config.yml").read_text())
+    assert config["train"]["total_iter"] == compute["iterations"]
+    report = write_report(study, out).read_text()
+    assert "Difference to `released`" in report and "Difference to `plain`" in report
+    assert "evaluated as loaded, no training" in report and "Equal-compute runs" in report
+
+
+def test_equal_compute_must_name_earlier_trained_settings(tmp_path):
+    with pytest.raises(SpnirError, match="equal_compute names 'spn'"):
+        load_study(write_study(tmp_path, settings=[
+            {"name": "plain"}, {"name": "eq", "equal_compute": {"of": "spn", "base": "plain"}}, {"name": "spn"}]))

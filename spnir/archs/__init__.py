@@ -10,7 +10,7 @@ from spnir.archs.checkpoint import load_checkpoint, model_from_checkpoint, save_
 from spnir.archs.registry import Preset, create_model, get_preset, list_models, register_model
 
 # Families, imported below so that their presets register. Add a family here when its file exists.
-FAMILY_MODULES: tuple[str, ...] = ("edsr", "swinir", "nafnet", "ffanet", "dehazeformer", "idt")
+FAMILY_MODULES: tuple[str, ...] = ("edsr", "swinir", "nafnet", "ffanet", "dehazeformer", "idt", "imdn", "dncnn")
 
 for _module in FAMILY_MODULES:
     importlib.import_module(f"spnir.archs.{_module}")

@@ -313,6 +313,12 @@ def save_model_checkpoint(
     return path
 
 
+def input_channels(model: nn.Module) -> int:
+    """Channels the model takes: those of its first convolution (3 when it has none); 1 means grayscale."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["local=true", "img_size=64"]`` -> ``{"local": True, "img_size": 64}`` (values parsed as YAML)."""
     import yaml

@@ -7,8 +7,11 @@
     spnir eval --checkpoint runs/x/model.safetensors --scale 4 --data Set5   # spnir checkpoint: preset recorded
     spnir eval --model nafnet-width64 --checkpoint NAFNet-GoPro-width64.pth --task deblur --set local=true \
         --pair GoPro/test/blur GoPro/test/sharp
+    spnir eval --model dncnn --checkpoint dncnn_25.pth --task denoise --sigma 25 --data Set12   # KAIR's protocol
 
 The model is built as ``spnir restore`` builds it (:func:`spnir.archs.checkpoint.model_for_inference`).
+A 1-channel model (DnCNN) is fed grayscale images (:func:`spnir.imageio.to_gray`). ``--task denoise --sigma S``
+makes the noisy input from clean images (``--noise-protocol``, see :mod:`spnir.evaluation`).
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from spnir.commands import (
 )
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
-from spnir.evaluation import TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set, format_table, results_json
+from spnir.evaluation import (NOISE_PROTOCOLS, TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set, format_table,
+                              results_json)
 from spnir.imresize import imresize
 from spnir.metric_suite import MetricSuite, check_metric_names
 from spnir.metrics import CONVENTIONS, MetricSettings
@@ -45,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="benchmark sets: a folder of HR images (SR), or a folder holding LQ/GT sub-folders")
     parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("LQ_DIR", "GT_DIR"),
                         type=existing_folder, help="a paired set given as two folders (repeatable)")
+    parser.add_argument("--sigma", type=float, metavar="S",
+                        help="--task denoise: add Gaussian noise of this std (0..255 units) to clean --data images")
+    parser.add_argument("--noise-protocol", choices=NOISE_PROTOCOLS, default="float",
+                        help="float: noisy input neither clipped nor rounded (KAIR's test script, the published "
+                             "tables); 8bit: clipped and rounded as a saved noisy file (default: float)")
+    parser.add_argument("--noise-seed", type=int, default=0,
+                        help="seed of numpy's RandomState, reset for every image as KAIR does (default: 0)")
     parser.add_argument("--convention", choices=CONVENTIONS, default="basicsr",
                         help="Y channel as float (basicsr, PyTorch frameworks) or rounded to 8 bit (matlab, "
                              "the classic tables); default: basicsr")
@@ -87,29 +98,35 @@ def _scale(args: argparse.Namespace) -> int:
     return 1
 
 
-def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str]:
-    from spnir.archs.checkpoint import model_for_inference, parse_overrides
+def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:
+    from spnir.archs.checkpoint import input_channels, model_for_inference, parse_overrides
 
     if not args.checkpoint:
         raise SpnirError(f"--model {args.model} needs --checkpoint PATH (its trained weights)")
     model, _ = model_for_inference(args.checkpoint, args.model, scale, args.key, parse_overrides(args.overrides),
                                    cli=True)
     model.eval().to(device)
-    return (lambda lq: model(lq).clamp(0, 1)), model.spnir_preset["name"]
+    return (lambda lq: model(lq).clamp(0, 1)), model.spnir_preset["name"], input_channels(model)
 
 
-def _restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str]:
+def _restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:
+    """``(restore, method name, input channels)``."""
     if args.model == "bicubic" or (args.model is None and not args.checkpoint):
         if args.checkpoint or args.overrides:
             raise SpnirError("--model bicubic takes no --checkpoint and no --set")
         if args.task != "sr":
             raise SpnirError(f"--model bicubic is the SR baseline; --task {args.task} needs a trained --model")
-        return (lambda lq: imresize(lq, scale)), "Bicubic"
+        return (lambda lq: imresize(lq, scale)), "Bicubic", 3
     return _model_restore(args, scale, device)
 
 
 def _sets(args: argparse.Namespace, scale: int) -> list[BenchmarkSet]:
-    sets = [find_set(d, args.task, scale) for d in args.data]
+    if args.sigma is not None and args.task != "denoise":
+        raise SpnirError(f"--sigma adds noise for --task denoise; got --task {args.task}")
+    if args.sigma is not None and args.pair:
+        raise SpnirError("--sigma makes the noisy input from clean --data folders; --pair sets bring their own")
+    clean = args.sigma is not None
+    sets = [BenchmarkSet(Path(d).name, Path(d)) if clean else find_set(d, args.task, scale) for d in args.data]
     sets += [BenchmarkSet(_pair_name(Path(lq), Path(gt)), Path(gt), Path(lq)) for lq, gt in args.pair]
     if not sets:
         raise SpnirError("no benchmark sets given; use --data DIR [DIR ...] or --pair LQ_DIR GT_DIR")
@@ -133,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     scale = _scale(args)
     sets = _sets(args, scale)
     device = runtime_device(args)
-    restore, method = _restore(args, scale, device)
+    restore, method, channels = _restore(args, scale, device)
     channel = args.channel or ("y" if args.task in ("sr", "derain") else "rgb")
     crop = args.crop_border if args.crop_border is not None else (scale if args.task == "sr" else 0)
     settings = MetricSettings(crop_border=crop, y_channel=channel == "y", convention=args.convention)
@@ -141,11 +158,18 @@ def run(args: argparse.Namespace) -> int:
     # The published bicubic rows come from MATLAB's script that resizes Y alone, in float (see evaluation doc).
     classic = method == "Bicubic" and args.convention == "matlab" and channel == "y"
     evaluator = Evaluator(restore, settings, scale=scale, lr_protocol="classic" if classic else "rgb8",
-                          on_error=args.on_error, device=device, metrics=metrics)
+                          on_error=args.on_error, device=device, metrics=metrics, channels=channels,
+                          noise_sigma=args.sigma, noise_protocol=args.noise_protocol, noise_seed=args.noise_seed)
     results = [evaluator.run_set(s) for s in sets]
     caption = metrics.describe() + (f", x{scale}" if args.task == "sr" else f", {args.task}")
     if classic:
         caption += ", bicubic by the classic MATLAB protocol (Y resized in float)"
+    if args.sigma is not None:
+        caption += (f", Gaussian noise sigma {args.sigma:g} ({args.noise_protocol} noisy input"
+                    f"{', not clipped or rounded' if args.noise_protocol == 'float' else ', clipped and rounded'}, "
+                    f"seed {args.noise_seed} per image)")
+    if channels == 1:
+        caption += ", grayscale"
     if args.task == "sr":
         method = f"{method} x{scale}"
     print(format_table(method, results, caption))

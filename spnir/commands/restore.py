@@ -109,10 +109,10 @@ def check_plan(plan: dict[Path, Path], inputs: list[str], out_dir: Path, fmt: st
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnir.imageio import load_image, save_image
+    from spnir.imageio import load_image, save_image, to_gray
     from spnir.restore import restore_image
 
-    from spnir.archs.checkpoint import model_for_inference, parse_overrides
+    from spnir.archs.checkpoint import input_channels, model_for_inference, parse_overrides
 
     if args.tile is not None and args.tile_overlap >= args.tile:
         raise SpnirError(f"--tile-overlap {args.tile_overlap} must be smaller than --tile {args.tile}")
@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     model, scale = model_for_inference(args.checkpoint, args.model, args.scale, args.key,
                                        parse_overrides(args.overrides), cli=True)
     model = model.eval().to(device)
+    gray = input_channels(model) == 1  # 1-channel models (DnCNN) read and write grayscale images
     if args.half:
         model = model.half()
     skipped: list[str] = []
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             image = load_image(path)
             for text in image.notes:
                 note(f"{path}: {text}")
-            restored = restore_image(model, image.data, scale, tile=args.tile, tile_overlap=args.tile_overlap,
+            restored = restore_image(model, to_gray(image.data) if gray else image.data, scale, tile=args.tile, tile_overlap=args.tile_overlap,
                                      self_ensemble=args.self_ensemble)
         except SpnirError as exc:
             reason = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"

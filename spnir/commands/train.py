@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 from pathlib import Path
 
 from spnir.commands import existing_file, output_folder
@@ -21,9 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue a run: 'auto' picks the newest checkpoint in --out (starts fresh if none); "
                              "or a checkpoint file / run folder")
     parser.add_argument("--out", type=output_folder, help="run folder (default: runs/<config name>)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run already in --out (its checkpoints, logs and weights are removed); "
-                             "without it a folder holding a run is refused")
     parser.add_argument("--print-config", action="store_true",
                         help="print the validated config with every default (and the BasicSR mapping) and exit")
 
@@ -41,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from spnir.train.run import run_training
 
     out = Path(args.out) if args.out else Path("runs") / config["name"]
-    result = run_training(config, out, resume=args.resume, overwrite=args.overwrite)
+    result = run_training(config, out, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0 if result.completed else (128 + result.signal if result.signal else 1)
     if result.completed:
@@ -53,13 +49,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  best on {name}: {best}")
         return 0
     print(f"spnir train: {result.status} at iteration {result.iteration}/{result.total_iter}; "
-          f"checkpoint {result.last_checkpoint}; continue with: {resume_command(args, out)}")
+          f"checkpoint {result.last_checkpoint}; continue with: spnir train -c {args.config} --out {out} "
+          "--resume auto")
     return 128 + result.signal if result.signal else 1
-
-
-def resume_command(args: argparse.Namespace, out: Path) -> str:
-    """The command that continues this run, every ``--set`` included, quoted for a POSIX shell."""
-    words = ["spnir", "train", "-c", str(args.config)]
-    for item in args.overrides:
-        words += ["--set", item]
-    return shlex.join([*words, "--out", str(out), "--resume", "auto"])

@@ -27,12 +27,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from spnir.data.degrade import Compose, depth_proxy, mod_crop
 from spnir.data.paired import OnError, screen
 from spnir.errors import SpnirError
-from spnir.imageio import header_size, list_images, read_image
+from spnir.imageio import header_size, list_images, read_image, to_gray
 
 _SAMPLE_STREAM, _SHUFFLE_STREAM, _SYNTHETIC_STREAM = 0, 1, 2
 
@@ -178,6 +178,35 @@ class CleanImages(Dataset):
         item = {"gt": gt, "gt_path": self.names[index]}
         if self.depths[index] is not None:
             item["depth"] = self.depths[index]
+        return item
+
+
+class MergedImages(ConcatDataset):
+    """Several clean-image sources as one (e.g. a folder and the builtin photographs)."""
+
+    def gt_sizes(self) -> list[tuple[str, int, int]]:
+        return [size for source in self.datasets for size in source.gt_sizes()]
+
+
+class Grayscale(Dataset):
+    """Items of ``source`` with ``gt`` (and ``lq`` when present) as one channel (:func:`spnir.imageio.to_gray`),
+    for 1-channel models: grayscale files keep their own values, colour images become MATLAB ``rgb2gray``."""
+
+    def __init__(self, source: Dataset) -> None:
+        self.source = source
+        self.scale = getattr(source, "scale", 1)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def gt_sizes(self) -> list[tuple[str, int, int]]:
+        return self.source.gt_sizes()
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.source[index])
+        for key in ("gt", "lq"):
+            if key in item:
+                item[key] = to_gray(item[key])
         return item
 
 
@@ -352,6 +381,6 @@ class SyntheticPairs(Dataset):
 
 
 __all__ = [
-    "CleanImages", "EpochSampler", "PatchDataset", "SyntheticPairs", "augment", "paired_random_crop",
+    "CleanImages", "EpochSampler", "Grayscale", "MergedImages", "PatchDataset", "SyntheticPairs", "augment", "paired_random_crop",
     "random_crop_box", "sample_generator", "sample_seed",
 ]

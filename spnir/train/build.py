@@ -19,7 +19,7 @@ from spnir.archs import create_model
 from spnir.archs.checkpoint import load_checkpoint, model_from_checkpoint
 from spnir.data.degrade import build_degradation
 from spnir.data.paired import PairedFolder
-from spnir.data.sampling import CleanImages, EpochSampler, PatchDataset, SyntheticPairs
+from spnir.data.sampling import CleanImages, EpochSampler, Grayscale, MergedImages, PatchDataset, SyntheticPairs
 from spnir.ema import ModelEMA
 from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
@@ -56,9 +56,19 @@ def build_model(model_cfg: Config) -> nn.Module:
     return model
 
 
+BUILTIN_PREFIX = "builtin:"
+
+
 def _source(entry: Config, scale: int, where: str, verify: bool, on_error: str) -> tuple[Dataset, Any]:
-    """``(dataset, degradation or None)`` of one data entry; paths expanded here. Every image file is checked
-    now, from its header or (``verify``) decoded; one that fails stops the run or is skipped (``on_error``)."""
+    """``(dataset, degradation or None)`` of one data entry (one channel when ``channels: 1``)."""
+    dataset, degradation = _color_source(entry, scale, where, verify, on_error)
+    return (Grayscale(dataset) if entry["channels"] == 1 else dataset), degradation
+
+
+def _color_source(entry: Config, scale: int, where: str, verify: bool, on_error: str) -> tuple[Dataset, Any]:
+    """``(dataset, degradation or None)`` of one data entry as read; paths expanded here. Every image file is
+    checked now, from its header or (``verify``) decoded; one that fails stops the run or is skipped
+    (``on_error``)."""
     kind = entry["type"]
     if kind == "paired":
         pairs = expand_path(entry["pairs"], f"{where}.pairs") if entry["pairs"] else None
@@ -66,10 +76,21 @@ def _source(entry: Config, scale: int, where: str, verify: bool, on_error: str) 
                               layout=entry["layout"], scale=scale, pairs=pairs, verify=verify, on_error=on_error)
         return folder, None
     degradation = build_degradation(entry["degradations"], where=f"{where}.degradations")
-    if kind == "clean":
-        folder = expand_path(entry["gt"], f"{where}.gt")
-        return CleanImages.from_folder(folder, verify=verify, on_error=on_error), degradation
-    return CleanImages.builtin(entry["split"]), degradation
+    first = (CleanImages.from_folder(expand_path(entry["gt"], f"{where}.gt"), verify=verify, on_error=on_error)
+             if kind == "clean" else CleanImages.builtin(entry["split"]))
+    extra = [_clean_images(name, f"{where}.extra_gt[{i}]", verify, on_error)
+             for i, name in enumerate(entry["extra_gt"])]
+    return (MergedImages([first, *extra]) if extra else first), degradation
+
+
+def _clean_images(name: str, where: str, verify: bool, on_error: str) -> CleanImages:
+    """``builtin:train`` / ``builtin:val`` (the embedded photographs), else a folder of images."""
+    if name.startswith(BUILTIN_PREFIX):
+        split = name[len(BUILTIN_PREFIX):]
+        if split not in ("train", "val"):
+            raise SpnirError(f"{where} = {name!r}: expected builtin:train or builtin:val")
+        return CleanImages.builtin(split)
+    return CleanImages.from_folder(expand_path(name, where), verify=verify, on_error=on_error)
 
 
 def build_train_data(config: Config) -> PatchDataset:

@@ -80,6 +80,12 @@ _DATA_SOURCE: dict[str, Any] = {
                     choices=("auto", "sr", "reside", "rain100", "ddn", "gopro", "csv")),
     "pairs": Field("str", None, "CSV pair list for layout csv", nullable=True),
     "split": Field("str", "train", "builtin split", choices=("train", "val")),
+    "extra_gt": Field("any", [], "clean/builtin sets: more clean images merged with this entry's: folders "
+                      "(${VAR} expands) or builtin:train / builtin:val (the embedded photographs)",
+                      check=lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                      expect="a list of folder names"),
+    "channels": Field("int", 3, "3: RGB; 1: grayscale (gray files as they are, colour through MATLAB rgb2gray), "
+                      "for 1-channel models such as DnCNN", choices=(1, 3)),
     "degradations": Field("any", [], "clean/builtin sets: a task preset name (sr, dehaze, derain, deblur, "
                           "denoise, jpeg) or a list of steps {type: bicubic|haze|rain|blur|noise|jpeg|quantize, "
                           "...} applied in order (spnir.data.degrade)"),

@@ -19,7 +19,6 @@ from spnir.train.checkpoint import CheckpointDir, load_state, resolve_resume
 from spnir.train.config import Config, dump_config, load_config
 from spnir.train.distributed import barrier, init_distributed, shutdown_distributed
 from spnir.train.logging import RunLogger
-from spnir.train.record import check_fresh, clear_run, run_contents
 from spnir.train.trainer import Schedule, Trainer
 
 
@@ -52,7 +51,6 @@ def run_training(
     resume: str | None = None,
     overrides: Sequence[str] = (),
     on_iteration: Callable[[int], None] | None = None,
-    overwrite: bool = False,
 ) -> TrainResult:
     """Train as ``config`` says, writing into ``out_dir``.
 
@@ -60,9 +58,6 @@ def run_training(
     ``resume``: ``None`` (fresh), ``"auto"`` (newest checkpoint in ``out_dir``, fresh if none) or a path.
     ``on_iteration(it)`` is called after every iteration (progress hooks, tests). A write that fails (disk
     full, a path under a file) raises :class:`SpnirError` naming the file, also written to ``train.log``.
-    A fresh run refuses a
-    folder that already holds a run unless ``overwrite`` (which removes the old run's files first). Workers
-    that torchrun restarts after a failure continue the run (``resume="auto"``, never ``overwrite``).
     """
     if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         resume = "auto"  # torchrun restarted the workers: continue this run from its newest checkpoint
@@ -70,15 +65,8 @@ def run_training(
     config = load_config(config, overrides, notes)
     notes.append(f"{use_cpu_allocator(config['train']['cpu_allocator'])} (train.cpu_allocator)")
     out_dir = Path(out_dir)
-    if resume is None:
-        check_fresh(out_dir, overwrite)
-    else:
-        run_contents(out_dir)  # a path that is a file is refused here
     ctx = init_distributed(config["train"]["device"])
     try:
-        barrier(ctx)  # every rank has looked at the folder before rank 0 changes it
-        if overwrite and resume is None and ctx.is_main:
-            clear_run(out_dir)
         checkpoints = CheckpointDir(out_dir / "checkpoints", keep=config["checkpoint"]["keep"])
         resume_path = resolve_resume(resume, checkpoints)
         state = load_state(resume_path) if resume_path is not None else None

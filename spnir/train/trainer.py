@@ -16,6 +16,7 @@ import contextlib
 import math
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -319,15 +320,20 @@ class Trainer:
         p.forward.train()
         batches = p.batches(self.iteration)
         with _StopRequests() as stop:
+            step_seconds, steps = 0.0, 0  # train-step wall time since the last log (no validation, no I/O)
             while self.iteration < p.total_iter:
                 logs = (self.iteration + 1) % sched.log_every == 0 or self.iteration + 1 == p.total_iter
+                started = time.perf_counter()
                 values, grad_norm, stop_now = self.train_step(next(batches), stop.signum is not None, logs)
+                step_seconds, steps = step_seconds + time.perf_counter() - started, steps + 1
                 it = self.iteration
                 self.logger.progress(it, values)
                 if it % sched.log_every == 0 or it == p.total_iter:
                     scalars = {f"loss/{k}": v for k, v in values.items()}
                     scalars["lr"] = p.optimizer.param_groups[0]["lr"]
                     scalars["it_per_s"] = self.logger.speed(it)
+                    scalars["step_s"] = step_seconds / steps
+                    step_seconds, steps = 0.0, 0
                     if math.isfinite(grad_norm):
                         scalars["grad_norm"] = grad_norm
                     if self.scaler is not None:

@@ -33,6 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             yield tmp
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets what open() would give it
             os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -71,6 +72,13 @@ def _file_in_the_way(path: Path) -> Path | None:
         if parent.exists():
             return parent if not parent.is_dir() else None
     return None
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -65,7 +65,7 @@ def test_foreign_files_are_refused(tmp_path):
     with pytest.raises(SpnirError, match="not a spnir training checkpoint"):
         load_state(tmp_path / "weights.pth")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SpnirError, match="could not be read"):
+    with pytest.raises(SpnirError, match="cannot read as a PyTorch checkpoint"):
         load_state(tmp_path / "junk.pt")
 
 

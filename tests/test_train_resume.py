@@ -132,7 +132,7 @@ def test_too_large_negative_weight_stops_with_a_clear_message(data, tmp_path):
 
 def test_resume_with_a_different_spn_setting_is_refused(data, tmp_path):
     run_training(tiny_config(total=2), tmp_path / "run")
-    with pytest.raises(SpnirError, match="written with SPN"):
+    with pytest.raises(SpnirError, match="spn.enabled: True -> False"):
         run_training(tiny_config(spn=False, total=4), tmp_path / "run", resume="auto")
 
 

@@ -35,6 +35,7 @@ import json
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -46,6 +47,8 @@ from spnir.archs.registry import (
     StateDict, check_overrides, check_scale, checkpoint_filter, create_model, get_preset, list_models,
 )
 from spnir.atomic import atomic_path, save_torch_atomic
+from spnir.checksum import KEY as CHECKSUM_KEY
+from spnir.checksum import content_checksum, verify as verify_checksum, with_checksum
 from spnir.errors import SpnirError
 
 FORMAT = "spnir-model"
@@ -81,7 +84,11 @@ def numpy_scalar_globals() -> contextlib.AbstractContextManager:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw content of a checkpoint file, read safely (see the module doc); errors name the file."""
+    """The raw content of a checkpoint file, read safely (see the module doc); errors name the file.
+
+    A file spnir wrote carries a checksum of its tensors, verified here ("damaged: checksum mismatch");
+    a cut-off file is reported as truncated; a file that pickles code or objects is refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise SpnirError(f"{path}: no such checkpoint file")
@@ -91,8 +98,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         with numpy_scalar_globals():
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise SpnirError(_explain_unpickling_error(path, exc)) from None
+        if _truncated(path, exc):
+            raise SpnirError(_TRUNCATED.format(path=path)) from None
+        if "GLOBAL" in str(exc) or "Unsupported global" in str(exc):  # it names an object to build
+            raise SpnirError(_explain_unpickling_error(path, exc)) from None
+        raise SpnirError(f"{path}: cannot read as a PyTorch checkpoint (damaged, or not a torch.save file); "
+                         f"expected a file written by torch.save or a .safetensors file") from None
     except Exception as exc:  # noqa: BLE001 - the unpickler fails in many ways on a broken file
+        if _truncated(path, exc):
+            raise SpnirError(_TRUNCATED.format(path=path)) from None
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise SpnirError(
             f"{path}: cannot read as a PyTorch checkpoint ({first}); "
@@ -100,17 +114,31 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
     if not isinstance(obj, Mapping):
         raise SpnirError(f"{path}: holds a {type(obj).__name__}, expected a dict of weights (a state dict)")
-    return dict(obj)
+    if str(obj.get("format", "")).startswith("spnir-"):  # files spnir wrote; releases have none
+        verify_checksum(obj, str(path))
+    return {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
+
+
+_TRUNCATED = "{path}: truncated: the file ends early (an interrupted copy or a full disk); use another copy"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _truncated(path: Path, exc: Exception) -> bool:
+    """Whether reading failed because the file is cut off (torch's zip format or the legacy pickle)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head == _ZIP_MAGIC:
+        return not zipfile.is_zipfile(path)
+    return isinstance(exc, EOFError) or "Ran out of input" in str(exc) or "truncated" in str(exc)
 
 
 def _explain_unpickling_error(path: Path, exc: Exception) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", str(exc))
     what = f"the Python object {found.group(1)}" if found else "Python objects other than tensors"
     return (
-        f"{path}: not a weights-only checkpoint: it pickles {what}. spnir reads checkpoints with "
-        f"torch.load(weights_only=True) only, because unpickling arbitrary objects can run code. If you "
-        f"trust the file, re-save its weights once: torch.save(torch.load(path, weights_only=False)"
-        f".state_dict(), 'weights.pth') (or the dict entry that holds the state dict)"
+        f"{path}: refused: the file pickles {what}, and unpickling objects can run code. spnir reads "
+        f"tensors, numbers and strings only (weights-only loading). Ask the file's author for its state dict "
+        f"or a .safetensors file"
     )
 
 
@@ -125,6 +153,8 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         raise SpnirError(f"{path}: cannot read as a .safetensors file ({exc})") from None
     if metadata.get("format") != FORMAT:
         return tensors
+    if CHECKSUM_KEY in metadata:
+        verify_checksum({"params": tensors, CHECKSUM_KEY: metadata[CHECKSUM_KEY]}, str(path))
     try:
         preset = json.loads(metadata["preset"])
         meta = json.loads(metadata.get("meta", "{}"))
@@ -301,13 +331,13 @@ def save_model_checkpoint(
     meta = _plain(dict(meta or {}), "checkpoint meta")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix.lower() != SAFETENSORS_SUFFIX:
-        save_torch_atomic({"format": FORMAT, "version": FORMAT_VERSION, "preset": preset, "params": state,
-                           "meta": meta}, path)
+        save_torch_atomic(with_checksum({"format": FORMAT, "version": FORMAT_VERSION, "preset": preset,
+                                         "params": state, "meta": meta}), path)
         return path
     from safetensors.torch import save_file
 
     metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "preset": json.dumps(preset),
-                "meta": json.dumps(meta)}
+                "meta": json.dumps(meta), CHECKSUM_KEY: content_checksum({"params": state})}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path

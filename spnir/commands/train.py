@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue a run: 'auto' picks the newest checkpoint in --out (starts fresh if none); "
                              "or a checkpoint file / run folder")
     parser.add_argument("--out", type=output_folder, help="run folder (default: runs/<config name>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (its checkpoints, weights, logs); without it such a "
+                             "folder is refused")
     parser.add_argument("--print-config", action="store_true",
                         help="print the validated config with every default (and the BasicSR mapping) and exit")
 
@@ -34,10 +37,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"# note: {note}")
         print(dump_config(config), end="")
         return 0
+    from spnir.train.record import resume_command
     from spnir.train.run import run_training
 
     out = Path(args.out) if args.out else Path("runs") / config["name"]
-    result = run_training(config, out, resume=args.resume)
+    result = run_training(args.config, out, resume=args.resume, overrides=args.overrides, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0 if result.completed else (128 + result.signal if result.signal else 1)
     if result.completed:
@@ -49,6 +53,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"  best on {name}: {best}")
         return 0
     print(f"spnir train: {result.status} at iteration {result.iteration}/{result.total_iter}; "
-          f"checkpoint {result.last_checkpoint}; continue with: spnir train -c {args.config} --out {out} "
-          "--resume auto")
+          f"checkpoint {result.last_checkpoint}; continue with: {resume_command(args.config, args.overrides, out)}")
     return 128 + result.signal if result.signal else 1

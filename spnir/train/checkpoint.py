@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from spnir.archs.checkpoint import read_checkpoint
 from spnir.atomic import save_torch_atomic
+from spnir.checksum import with_checksum
 from spnir.errors import SpnirError
 
 _NAME = re.compile(r"^iter_(\d+)\.pt$")
@@ -47,22 +49,17 @@ class CheckpointDir:
     def save(self, state: dict[str, Any], iteration: int) -> Path:
         """Write ``state`` atomically as iteration ``iteration``, then drop all but the newest ``keep``."""
         path = self.path_for(iteration)
-        save_torch_atomic(state, path)
+        save_torch_atomic(with_checksum(state), path)
         for _, old in self.list()[:-self.keep]:
             old.unlink(missing_ok=True)
         return path
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
-    """A training checkpoint, loaded safely (``weights_only=True``)."""
+    """A training checkpoint, loaded safely (weights-only, checksum verified, truncation named)."""
     path = Path(path)
-    if not path.is_file():
-        raise SpnirError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
-        raise SpnirError(f"checkpoint {path} could not be read as a spnir training state: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != "spnir-train-state":
+    state = read_checkpoint(path)
+    if state.get("format") != "spnir-train-state":
         raise SpnirError(f"{path} is not a spnir training checkpoint (no 'format: spnir-train-state'); "
                          "to start from weights only, set model.pretrained")
     return state
@@ -111,3 +108,25 @@ def resolve_resume(resume: str | None, checkpoints: CheckpointDir) -> Path | Non
     if not path.is_file():
         raise SpnirError(f"--resume {resume}: no such checkpoint file (use --resume auto for the newest)")
     return path
+
+
+def load_resume(resume: str | None, checkpoints: CheckpointDir,
+                notes: list[str]) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to continue from and its state. With ``"auto"``, a damaged newest checkpoint is
+    passed over for the newest intact one, and ``notes`` says so; a named file must be intact."""
+    path = resolve_resume(resume, checkpoints)
+    if path is None:
+        return None, None
+    if resume != "auto":
+        return path, load_state(path)
+    for _, candidate in reversed(checkpoints.list()):
+        try:
+            state = load_state(candidate)
+        except SpnirError as exc:
+            notes.append(f"passed over {exc}")
+            continue
+        if candidate != path:
+            notes.append(f"resuming from {candidate}, the newest intact checkpoint")
+        return candidate, state
+    raise SpnirError(f"--resume auto: no intact checkpoint in {checkpoints.folder} (see the reasons above: "
+                     + "; ".join(notes) + ")")

@@ -15,10 +15,13 @@ from spnir.archs.checkpoint import save_model_checkpoint
 from spnir.errors import SpnirError
 from spnir.spn import SPN
 from spnir.train.build import build_parts, describe
-from spnir.train.checkpoint import CheckpointDir, load_state, resolve_resume
+from spnir.train.checkpoint import CheckpointDir, load_resume
 from spnir.train.config import Config, dump_config, load_config
 from spnir.train.distributed import barrier, init_distributed, shutdown_distributed
 from spnir.train.logging import RunLogger
+from spnir.train.record import (
+    check_resume_settings, clear_run, existing_run, record_start, refuse_existing_run,
+)
 from spnir.train.trainer import Schedule, Trainer
 
 
@@ -51,6 +54,8 @@ def run_training(
     resume: str | None = None,
     overrides: Sequence[str] = (),
     on_iteration: Callable[[int], None] | None = None,
+    overwrite: bool = False,
+    config_file: str | None = None,
 ) -> TrainResult:
     """Train as ``config`` says, writing into ``out_dir``.
 
@@ -58,19 +63,35 @@ def run_training(
     ``resume``: ``None`` (fresh), ``"auto"`` (newest checkpoint in ``out_dir``, fresh if none) or a path.
     ``on_iteration(it)`` is called after every iteration (progress hooks, tests). A write that fails (disk
     full, a path under a file) raises :class:`SpnirError` naming the file, also written to ``train.log``.
+
+    A folder that already holds a run is refused for a fresh start unless ``overwrite`` (which replaces that
+    run's files); a resume whose settings change training is refused, naming the keys (``spnir.train.record``).
+    Under torchrun, a restarted worker group (``TORCHELASTIC_RESTART_COUNT > 0``) resumes by itself.
+    ``config_file`` names the YAML the config came from, for ``history.yml`` (a path ``config`` is used as is).
     """
     if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         resume = "auto"  # torchrun restarted the workers: continue this run from its newest checkpoint
     notes: list[str] = []
+    if config_file is None and not isinstance(config, dict):
+        config_file = str(config)
+    if resume is not None and overwrite:
+        raise SpnirError("--overwrite replaces a run and --resume continues one: give one of them")
     config = load_config(config, overrides, notes)
     notes.append(f"{use_cpu_allocator(config['train']['cpu_allocator'])} (train.cpu_allocator)")
     out_dir = Path(out_dir)
     ctx = init_distributed(config["train"]["device"])
     try:
         checkpoints = CheckpointDir(out_dir / "checkpoints", keep=config["checkpoint"]["keep"])
-        resume_path = resolve_resume(resume, checkpoints)
-        state = load_state(resume_path) if resume_path is not None else None
+        resume_path, state = load_resume(resume, checkpoints, notes)
+        changed: list[str] = []
+        if state is not None:
+            changed = check_resume_settings(state["config"], config, str(resume_path))
+        elif (found := existing_run(out_dir)) and not (resume == "auto" and found == ["config.yml"]):
+            if not overwrite:
+                refuse_existing_run(out_dir, found)
         parts = build_parts(config, ctx)
+        if overwrite and ctx.is_main:
+            clear_run(out_dir)
         start = int(state["iteration"]) if state is not None else 0
         logger = RunLogger(out_dir if ctx.is_main else None, parts.total_iter, start,
                            tensorboard=config["log"]["tensorboard"], progress=config["log"]["progress"])
@@ -78,6 +99,7 @@ def run_training(
             if ctx.is_main:
                 with atomic_path(out_dir / "config.yml") as tmp:
                     tmp.write_text(dump_config(config))
+                record_start(out_dir, config_file, overrides, start, resume_path, changed)
                 processes = [f"DDP over {ctx.world_size} processes on {ctx.device.type}"] if ctx.distributed else []
                 for line in [*notes, *processes, *describe(parts, config)]:
                     logger.message(line)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,23 +84,36 @@ def demo_configs(iterations: int, vgg_weights: str) -> dict[str, dict[str, Any]]
     return {"plain": plain, "SPN": spn}
 
 
-def run_demo(out_dir: str | Path = "runs/demo", iterations: int = 400, vgg_weights: str | None = None) -> Path:
-    """Train both runs, write the report, print the table; returns the report's path."""
+def free_demo_folder(base: str | Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that holds no demo (a re-run keeps the old one)."""
+    base = Path(base)
+    candidates = (base if n == 1 else base.with_name(f"{base.name}-{n}") for n in range(1, 10_000))
+    return next(c for c in candidates if not _holds_demo(c))
+
+
+def _holds_demo(folder: Path) -> bool:
+    return any((folder / name).exists() for name in ("report.md", "plain", "spn"))
+
+
+def run_demo(out_dir: str | Path = "runs/demo", iterations: int = 400, vgg_weights: str | None = None,
+             overwrite: bool = False) -> Path:
+    """Train both runs, write the report, print the table; returns the report's path. A folder that holds a
+    demo already is refused unless ``overwrite``."""
     from spnir.train import run_training
 
     if iterations < 2:
         raise SpnirError(f"--iterations must be at least 2; got {iterations}")
     out_dir = Path(out_dir)
+    if _holds_demo(out_dir) and not overwrite:
+        raise SpnirError(f"{out_dir} already holds a demo; give another --out, or --overwrite to replace it")
     weights, feature_space = choose_vgg_weights(vgg_weights)
     print(f"spnir demo: feature space of the SPN run: {feature_space}")
     runs = []
     for label, config in demo_configs(iterations, weights).items():
         run_dir = out_dir / label.lower()
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
         print(f"\n== training {label} ({iterations} iterations) ==")
         start = time.monotonic()
-        result = run_training(config, run_dir)
+        result = run_training(config, run_dir, overwrite=overwrite)
         if not result.completed:
             raise SpnirError(f"the {label} run stopped early: {result.status}")
         runs.append(DemoRun(label, result, time.monotonic() - start, _psnr_curve(run_dir / "scalars.csv")))

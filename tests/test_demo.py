@@ -17,3 +17,18 @@ def test_demo_writes_report_curves_and_comparison(tmp_path, monkeypatch, capsys)
     for name in ("curves.png", "comparison.png", "plain/scalars.csv", "spn/model_final.pt"):
         assert (out / name).is_file(), name
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # a second demo into the same folder is refused, its work kept; --overwrite replaces it
+    before = (out / "spn" / "model_final.pt").read_bytes()
+    assert main(["demo", "--iterations", "4", "--out", str(out)]) == 2
+    assert "already holds a demo" in capsys.readouterr().err
+    assert (out / "spn" / "model_final.pt").read_bytes() == before
+    assert main(["demo", "--iterations", "4", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_default_demo_folder_never_replaces_an_earlier_demo(tmp_path):
+    from spnir.demo import free_demo_folder
+
+    assert free_demo_folder(tmp_path / "demo") == tmp_path / "demo"
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "report.md").write_text("earlier")
+    assert free_demo_folder(tmp_path / "demo") == tmp_path / "demo-2"

@@ -7,7 +7,9 @@ from spnir.commands import output_folder, positive_int, vgg_weights_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", type=output_folder, help="output folder (default runs/demo)")
+    parser.add_argument("--out", type=output_folder,
+                        help="output folder (default runs/demo, or runs/demo-2, -3, ... when that holds a demo)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the demo already in --out")
     parser.add_argument("--iterations", type=positive_int, default=400, help="iterations per run (default 400)")
     parser.add_argument(
         "--vgg-weights", default=None, type=vgg_weights_source,
@@ -16,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnir.demo import run_demo
+    from spnir.demo import free_demo_folder, run_demo
 
-    run_demo(args.out, args.iterations, args.vgg_weights)
+    out = args.out if args.out is not None else free_demo_folder("runs/demo")
+    run_demo(out, args.iterations, args.vgg_weights, overwrite=args.overwrite)
     return 0

@@ -23,3 +23,13 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "Set5").is_dir():
         pytest.skip(f"benchmark images not present at {SHARED_DATA} (only the project's machines have them)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch) -> Path:
+    """Tiny training and validation images (``train_support.make_data``), reachable as ``${SPNIR_TEST_DATA}``."""
+    from train_support import make_data
+
+    root = make_data(tmp_path / "data")
+    monkeypatch.setenv("SPNIR_TEST_DATA", str(root))
+    return root

@@ -20,16 +20,9 @@ from spnir.errors import SpnirError
 from spnir.train import run_training
 from spnir.train.checkpoint import load_state
 from spnir.train.logging import RunLogger
-from train_support import make_data, tiny_config
+from train_support import tiny_config
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to fill a disk honestly")
-
-
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    root = make_data(tmp_path / "data")
-    monkeypatch.setenv("SPNIR_TEST_DATA", str(root))
-    return root
 
 
 def _disk_full_for(monkeypatch, name: str) -> None:

@@ -12,7 +12,7 @@ from PIL import Image
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.progress import Progress, configure, current_settings, shows_bar
-from train_support import make_data, tiny_config
+from train_support import tiny_config
 
 
 class FakeClock:
@@ -122,13 +122,6 @@ def test_eval_and_restore_commands_print_status_lines_off_a_terminal(tmp_path, c
     assert re.search(r"^HR 3/3 img, .* img/s, elapsed ", captured.err, re.M), captured.err
     assert main(["eval", "--scale", "2", "--data", str(hr), "--status-every", "1e-9", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
-
-
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    root = make_data(tmp_path / "data")
-    monkeypatch.setenv("SPNIR_TEST_DATA", str(root))
-    return root
 
 
 def test_train_prints_status_lines_with_losses_and_quiet_silences_them(data, tmp_path, capsys):

@@ -10,14 +10,7 @@ from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.train import run_training
 from spnir.train.logging import read_scalars
-from train_support import make_data, tiny_config
-
-
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    root = make_data(tmp_path / "data")
-    monkeypatch.setenv("SPNIR_TEST_DATA", str(root))
-    return root
+from train_support import tiny_config
 
 
 def test_logs_validation_and_final_weights(data, tmp_path):

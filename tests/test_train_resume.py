@@ -17,16 +17,9 @@ from spnir.errors import SpnirError
 from spnir.train import run_training
 from spnir.train.checkpoint import CheckpointDir, load_state
 from spnir.train.trainer import TrainingDiverged
-from train_support import make_data, tiny_config
+from train_support import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    root = make_data(tmp_path / "data")
-    monkeypatch.setenv("SPNIR_TEST_DATA", str(root))
-    return root
 
 
 def _final_state(result) -> dict[str, dict[str, torch.Tensor]]:

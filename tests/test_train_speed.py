@@ -21,18 +21,11 @@ from spnir.train.config import load_config
 from spnir.train.distributed import DistContext
 from spnir.train.logging import RunLogger
 from spnir.train.trainer import Schedule, Trainer
-from train_support import make_data, tiny_config
+from train_support import tiny_config
 
 SPNIR = str(Path(spnir.__file__).parent)
 HOST_DATA = str(Path(spnir.__file__).parent / "data")  # the data pipeline runs on the host (loader workers)
 TRANSFERS = ("item", "tolist", "cpu", "numpy", "__float__", "__bool__", "__int__", "__index__", "__format__")
-
-
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    root = make_data(tmp_path / "data")
-    monkeypatch.setenv("SPNIR_TEST_DATA", str(root))
-    return root
 
 
 def _trainer(config: dict, folder: Path) -> Trainer:

@@ -11,14 +11,7 @@ from spnir.train.build import build_parts
 from spnir.train.config import load_config
 from spnir.train.distributed import DistContext
 from spnir.train.validation import Inference, Validator
-from train_support import make_data, tiny_config
-
-
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    root = make_data(tmp_path / "data")
-    monkeypatch.setenv("SPNIR_TEST_DATA", str(root))
-    return root
+from train_support import tiny_config
 
 
 def _validator(config: dict, inference: Inference) -> tuple[Validator, torch.nn.Module]:

@@ -33,6 +33,15 @@ def test_fresh_start_into_a_run_is_refused_before_writing(data, tmp_path):
     assert _snapshot(tmp_path / "run") == before
 
 
+def test_resume_auto_before_the_first_checkpoint_starts_the_run(data, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("config.yml", "train.log", "history.yml"):  # a run killed before its first checkpoint
+        (run_dir / name).write_text("")
+    result = run_training(tiny_config(total=2), run_dir, resume="auto")
+    assert result.completed and result.iteration == 2
+
+
 def test_overwrite_replaces_the_run_and_keeps_other_files(data, tmp_path):
     run_training(tiny_config(total=4), tmp_path / "run")
     (tmp_path / "run" / "notes.txt").write_text("mine")

@@ -86,9 +86,8 @@ def run_training(
         changed: list[str] = []
         if state is not None:
             changed = check_resume_settings(state["config"], config, str(resume_path))
-        elif (found := existing_run(out_dir)) and not (resume == "auto" and found == ["config.yml"]):
-            if not overwrite:
-                refuse_existing_run(out_dir, found)
+        elif resume is None and not overwrite and (found := existing_run(out_dir)):
+            refuse_existing_run(out_dir, found)  # "auto" with no checkpoint yet starts the run, as documented
         parts = build_parts(config, ctx)
         if overwrite and ctx.is_main:
             clear_run(out_dir)

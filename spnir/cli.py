@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("restore", "restore images or folders with a model preset and a checkpoint (tiled, self-ensemble)"),
     "demo": ("demo", "train one small network plain and with SPN on embedded photographs; write a report"),
     "train": ("train", "train a network from a config (SPN on/off), resumable, single process or torchrun/DDP"),
+    "export": ("export", "export a checkpoint as ONNX (verified with onnxruntime) or safetensors with metadata"),
     "study": ("study", "train one network under several loss settings and seeds; report with paired tests"),
 }
 

@@ -316,11 +316,14 @@ def _plain(value: Any, what: str) -> Any:
 
 
 def save_model_checkpoint(
-    model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | None = None
+    model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``model`` (built by ``create_model``) as a spnir model checkpoint; ``.safetensors`` or torch.
 
-    ``meta`` holds plain values (iteration, metrics). The file is written atomically.
+    ``meta`` holds plain values (iteration, metrics). ``metadata``: more string entries of a ``.safetensors``
+    file's header, for other tools (``spnir export`` writes ``spnir.task`` and the like); refused for torch
+    files. The file is written atomically.
     """
     path = Path(path)
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
@@ -331,20 +334,30 @@ def save_model_checkpoint(
     meta = _plain(dict(meta or {}), "checkpoint meta")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix.lower() != SAFETENSORS_SUFFIX:
+        if metadata:
+            raise SpnirError(f"{path}: header metadata is for .safetensors files")
         save_torch_atomic(with_checksum({"format": FORMAT, "version": FORMAT_VERSION, "preset": preset,
                                          "params": state, "meta": meta}), path)
         return path
     from safetensors.torch import save_file
 
-    metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "preset": json.dumps(preset),
-                "meta": json.dumps(meta), CHECKSUM_KEY: content_checksum({"params": state})}
+    header = {"format": FORMAT, "version": str(FORMAT_VERSION), "preset": json.dumps(preset),
+              "meta": json.dumps(meta), CHECKSUM_KEY: content_checksum({"params": state})}
+    clash = sorted(set(header) & set(metadata or {}))
+    if clash:
+        raise SpnirError(f"{path}: metadata keys {clash} are spnir's own")
+    header.update(metadata or {})
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+        save_file(state, str(tmp), metadata=header)
     return path
 
 
 def input_channels(model: nn.Module) -> int:
-    """Channels the model takes: those of its first convolution (3 when it has none); 1 means grayscale."""
+    """Channels the model takes (1 means grayscale): its ``in_channels`` when it says, else those of its
+    first registered convolution (3 when it has none)."""
+    declared = getattr(model, "in_channels", None)
+    if isinstance(declared, int):
+        return declared
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return first.in_channels if first is not None else 3
 

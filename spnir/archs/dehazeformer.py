@@ -310,6 +310,11 @@ class DehazeFormer(nn.Module):
             raise ValueError(f"embed_dims must be symmetric (d0, d1, d2, d1, d0); got {embed_dims}")
         self.patch_size = 4  # total downsampling of the two patch merges
         self.window_size = window_size
+        # ONNX export traces the branch taken on larger images (no extra padding): its smallest side
+        self.export_min_size = next(
+            side for side in range(1, 64 * window_size)
+            if all(window_padding_fits(-(-t // self.patch_size), window_size)
+                   for t in range(side, side + 2 * self.patch_size * window_size)))
         self.signed_range = signed_range
         network_depth = sum(depths)
 

@@ -89,6 +89,7 @@ class FFANet(nn.Module):
     def __init__(self, groups: int = 3, blocks: int = 19, dim: int = 64, input_norm: bool = True) -> None:
         super().__init__()
         self.groups = groups
+        self.in_channels = 3  # its input convolution is registered after the groups
         self.dim = dim
         self.input_norm = input_norm
         # Registration order (groups, ca, palayer, pre, post) follows the official state_dict's key order.

@@ -255,6 +255,7 @@ class IDT(nn.Module):
             raise ValueError(f"patch_overlap must be in [0, {img_size}); got {patch_overlap}")
         self.img_size = img_size
         self.patch_overlap = patch_overlap
+        self.export_min_size = img_size  # the exported graph tiles without padding
         self.input_proj = TokenConv(
             "proj", nn.Conv2d(in_chans, embed_dim, 3, padding=1), nn.LeakyReLU(inplace=True), tokens_in=False
         )
@@ -309,6 +310,8 @@ class IDT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] rainy RGB (N, 3, H, W) -> derained RGB of the same size, any H and W."""
+        if torch.compiler.is_exporting():
+            return self.forward_tiles_batched(x)
         size = self.img_size
         height, width = x.shape[2:]
         if height == width == size:
@@ -323,6 +326,34 @@ class IDT(nn.Module):
                 merged[:, :, top : top + size, left : left + size] += weights * patch
                 total[:, :, top : top + size, left : left + size] += weights
         return crop_to(merged / total, height, width)
+
+
+    def forward_tiles_batched(self, x: torch.Tensor) -> torch.Tensor:
+        """The full-size split of :meth:`forward` as index arithmetic on the size, all patches in one batch:
+        what ONNX export traces, so that the number of patches follows the input size (``forward``'s loops
+        would fix it). Needs sides of at least ``img_size`` (no padding)."""
+        size = self.img_size
+        n, c, height, width = x.shape
+        rows = patch_indices(height, size, self.patch_overlap)  # (patches down, size)
+        cols = patch_indices(width, size, self.patch_overlap)  # (patches across, size)
+        grid = x[:, :, rows][..., cols]  # n, c, rows, size, cols, size
+        patches = grid.permute(0, 2, 4, 1, 3, 5).reshape(-1, c, size, size)
+        weights = inverse_distance_weights(size).to(x)
+        restored = self.forward_patch(patches) * weights
+        restored = restored.reshape(n, rows.shape[0], cols.shape[0], c, size, size).permute(0, 3, 1, 4, 2, 5)
+        where = (rows[:, :, None, None] * width + cols[None, None]).reshape(1, 1, -1)
+        merged = x.new_zeros(n, c, height * width).scatter_add_(2, where.expand(n, c, -1), restored.reshape(n, c, -1))
+        spread = weights[None, :, None, :].expand(rows.shape[0], size, cols.shape[0], size).reshape(1, 1, -1)
+        total = x.new_zeros(1, 1, height * width).scatter_add_(2, where, spread)
+        return (merged / total).reshape(n, c, height, width)
+
+
+def patch_indices(length: int, patch: int, overlap: int) -> torch.Tensor:
+    """(count, patch) pixel indices of the windows :func:`patch_starts` places, from tensor arithmetic."""
+    stride = patch - overlap
+    count = (length - patch + stride - 1) // stride + 1
+    starts = (torch.arange(count) * stride).clamp(max=length - patch)
+    return starts[:, None] + torch.arange(patch)
 
 
 @register_model(

@@ -44,11 +44,24 @@ class LocalAvgPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
+        if torch.compiler.is_exporting():
+            return self.integral_average(x)
         if self.kernel_size[0] >= h and self.kernel_size[1] >= w:
             return F.adaptive_avg_pool2d(x, 1)
         k1, k2 = min(h, self.kernel_size[0]), min(w, self.kernel_size[1])
         out = F.avg_pool2d(x, (k1, k2), stride=1)
         dh, dw = h - out.shape[-2], w - out.shape[-1]
+        return F.pad(out, (dw // 2, (dw + 1) // 2, dh // 2, (dh + 1) // 2), mode="replicate")
+
+    def integral_average(self, x: torch.Tensor) -> torch.Tensor:
+        """The same average from an integral image, without branching on the size: what ONNX export traces
+        (the window follows the input size, where ``avg_pool2d`` would fix it)."""
+        h, w = x.shape[-2:]
+        k1, k2 = torch.sym_min(h, self.kernel_size[0]), torch.sym_min(w, self.kernel_size[1])
+        s = F.pad(x.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
+        rows, cols = h - k1 + 1, w - k2 + 1
+        out = (s[..., k1:, k2:] - s[..., :rows, k2:] - s[..., k1:, :cols] + s[..., :rows, :cols]) / (k1 * k2)
+        dh, dw = k1 - 1, k2 - 1
         return F.pad(out, (dw // 2, (dw + 1) // 2, dh // 2, (dh + 1) // 2), mode="replicate")
 
     def extra_repr(self) -> str:

@@ -21,6 +21,10 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> to
     height, width = x.shape[-2:]
     pad_h = (multiple - height % multiple) % multiple
     pad_w = (multiple - width % multiple) % multiple
+    if torch.compiler.is_exporting():
+        # Sizes are symbolic (ONNX export with dynamic height/width): one pad, even of zero, and no branch on
+        # the amounts, which would fix the traced size into the graph. Reflect needs sides >= multiple there.
+        return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
     if pad_h == 0 and pad_w == 0:
         return x
     if mode != "reflect":

@@ -69,6 +69,15 @@ def shifted_window_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor
     return torch.where(diff != 0, torch.tensor(-100.0), torch.tensor(0.0))
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v: PyTorch's fused kernel, or the plain product for ONNX export (with
+    symbolic sizes, the decomposed fused kernel's output layout makes the export fail)."""
+    if not torch.compiler.is_exporting():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    weights = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias
+    return weights.softmax(dim=-1) @ v
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with a learned relative-position bias."""
 
@@ -91,7 +100,7 @@ class WindowAttention(nn.Module):
             nw = mask.shape[0]
             q, k, v = (t.reshape(bw // nw, nw, *t.shape[1:]) for t in (q, k, v))
             bias = bias + mask.unsqueeze(1)  # nW, heads, n, n
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        out = attention(q, k, v, bias.to(q.dtype))
         return self.proj(out.reshape(bw, self.num_heads, n, -1).transpose(1, 2).reshape(bw, n, c))
 
 

@@ -1,0 +1,115 @@
+"""``spnir export``: a checkpoint as an ONNX file (verified in onnxruntime) or a safetensors file with metadata.
+
+    spnir export --checkpoint run/model_final.pt --out edsr_x4.onnx --dynamic
+    spnir export --checkpoint IMDN_x4.pth --model imdn --scale 4 --out imdn_x4.safetensors
+
+The format follows ``--out``'s suffix (``.onnx``, ``.safetensors``); ``--format``, when given, must agree. An existing
+``--out`` is replaced only with ``--overwrite``, and never when it is the checkpoint itself. See
+:mod:`spnir.export` for what is verified.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from spnir.commands import existing_file, output_file, positive_int, preset_name
+from spnir.errors import SpnirError
+
+SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=existing_file,
+                        help=".pth/.pt/.safetensors weights (official or spnir)")
+    parser.add_argument("--model", type=preset_name, help="preset name (see docs/models.md); optional for spnir "
+                                                          "checkpoints")
+    parser.add_argument("--scale", type=positive_int, help="upscaling factor of SR presets")
+    parser.add_argument("--key", help="entry of the checkpoint holding the weights, e.g. params_ema")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="preset override (YAML value), e.g. --set local=true; repeatable")
+    parser.add_argument("--out", required=True, type=output_file, help="file to write (.onnx or .safetensors)")
+    parser.add_argument("--format", choices=("onnx", "safetensors"), help="must agree with --out's suffix (the default)")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="ONNX: height and width are free (from the model's minimum side to 8192); "
+                             "default: fixed to the traced size")
+    parser.add_argument("--size", type=positive_int,
+                        help="ONNX: traced height in pixels of the input (its width is 1.5x); default 64, or the "
+                             "model's minimum side")
+    parser.add_argument("--opset", type=positive_int, help="ONNX opset (default 18)")
+    parser.add_argument("--half", action="store_true", help="float16 weights (ONNX: input and output too)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+
+
+def output_format(out: Path, chosen: str | None) -> str:
+    """The format to write: the suffix of ``--out`` (``.onnx``, ``.safetensors``); ``--format`` must agree."""
+    implied = SUFFIXES.get(out.suffix.lower())
+    if implied is None:
+        raise SpnirError(f"--out {out}: name it .onnx or .safetensors (the format follows the suffix)")
+    if chosen is not None and chosen != implied:
+        raise SpnirError(f"--out {out} ends in {out.suffix} but --format is {chosen}")
+    return implied
+
+
+def check_arguments(args: argparse.Namespace, fmt: str) -> None:
+    """Refuse, before any model loads, options of the other format and an ``--out`` that would replace a file."""
+    out, checkpoint = Path(args.out), Path(args.checkpoint)
+    if fmt == "safetensors":
+        given = [name for name, value in (("--dynamic", args.dynamic), ("--size", args.size),
+                                           ("--opset", args.opset)) if value]
+        if given:
+            raise SpnirError(f"{', '.join(given)}: ONNX options; a safetensors export holds weights only")
+    if out.exists() and out.resolve() == checkpoint.resolve():
+        raise SpnirError(f"--out {out} is the checkpoint itself; choose another --out")
+    if out.exists() and not args.overwrite:
+        raise SpnirError(f"{out} already exists; use --overwrite to replace it, or another --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from spnir.archs.checkpoint import model_for_inference, parse_overrides
+    from spnir.export import DEFAULT_OPSET, TOLERANCE, describe_model, min_size, require_export_packages
+    from spnir.progress import note
+
+    out = Path(args.out)
+    fmt = output_format(out, args.format)
+    check_arguments(args, fmt)
+    if fmt == "onnx":
+        require_export_packages()
+    model, scale = model_for_inference(args.checkpoint, args.model, args.scale, args.key,
+                                       parse_overrides(args.overrides), cli=True)
+    info = describe_model(model)
+    what = f"preset {info['preset']}" + (f" x{scale}" if scale > 1 else "") + (", fp16" if args.half else ", fp32")
+    if fmt == "safetensors":
+        _export_safetensors(model, out, args.half, what)
+        return 0
+    from spnir.export import export_onnx
+
+    opset = args.opset or DEFAULT_OPSET
+    note(f"exporting {what} to ONNX (opset {opset}); this traces the model and can take a minute")
+    checks = export_onnx(model, out, dynamic=args.dynamic, size=args.size, opset=opset, half=args.half)
+    sizes = f"height/width {min_size(model)}..8192" if args.dynamic else f"fixed {checks[0].height}x{checks[0].width}"
+    print(f"wrote {out} ({what}, {sizes}, opset {opset}, {out.stat().st_size / 1e6:.1f} MB)")
+    diffs = ", ".join(f"{c.height}x{c.width}: {c.max_diff:.2g}" for c in checks)
+    print(f"onnxruntime vs PyTorch, max |difference| on [0, 1] images: {diffs} "
+          f"(allowed {TOLERANCE['fp16' if args.half else 'fp32']:g})")
+    return 0
+
+
+def _export_safetensors(model, out: Path, half: bool, what: str) -> None:
+    """Write, then load the file back as ``--checkpoint`` would and compare the weights."""
+    import torch
+
+    from spnir.archs.checkpoint import model_for_inference
+    from spnir.export import export_safetensors, metadata_of
+
+    export_safetensors(model, out, half=half)
+    loaded, _ = model_for_inference(out)
+    own = model.state_dict()
+    differ = [k for k, v in loaded.state_dict().items()
+              if not torch.equal(v, own[k].half().float() if half and own[k].is_floating_point() else own[k])]
+    if differ:
+        out.unlink()
+        raise SpnirError(f"{out}: removed: loading it back changed {len(differ)} tensors ({differ[0]}, ...)")
+    meta = metadata_of(out)
+    print(f"wrote {out} ({what}, {len(own)} tensors, {out.stat().st_size / 1e6:.1f} MB); loads back with "
+          f"--checkpoint {out}; metadata: " + ", ".join(f"spnir.{k}={meta[k]}" for k in ("preset", "scale", "task",
+                                                                                        "version")))

@@ -1,0 +1,256 @@
+"""Models out of the toolkit: ONNX (checked by running it in onnxruntime) and safetensors (with metadata).
+
+ONNX export goes through ``torch.onnx.export(dynamo=True)``: ``torch.export`` traces the model with symbolic
+height and width (``dynamic=True``), so padding to a window multiple, NAFNet's local pooling and IDT's patch
+split follow the input size in the graph (each family writes those with tensor arithmetic while exporting,
+see ``torch.compiler.is_exporting`` in :mod:`spnir.archs`). The file is written to a temporary name, run in
+onnxruntime against the PyTorch model on the traced size and, for dynamic exports, on two other sizes, and
+only moved to its name when every difference is within :data:`TOLERANCE`. A graph whose validity was narrowed
+to some sizes during tracing (a branch on the size that tensor arithmetic does not express) is refused.
+
+Needs the ``export`` extra: ``pip install 'spnir[export]'`` (onnx, onnxscript, onnxruntime).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import io
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import nn
+
+import spnir
+from spnir.archs.checkpoint import input_channels, save_model_checkpoint
+from spnir.archs.registry import get_preset
+from spnir.atomic import atomic_path
+from spnir.errors import SpnirError
+
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}  # max |onnxruntime - PyTorch fp32| on [0, 1] images
+DEFAULT_OPSET = 18
+MAX_SIZE = 8192  # the largest height/width a dynamic export is traced to accept
+MIN_SIZE = 16  # the smallest, unless the model sets ``export_min_size`` (IDT: its patch size)
+EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class SizeCheck:
+    """One verification run: input size and the largest absolute difference onnxruntime vs PyTorch."""
+
+    height: int
+    width: int
+    max_diff: float
+
+
+def describe_model(model: nn.Module) -> dict[str, str]:
+    """What a deployed file says about ``model`` (built by ``create_model``): spnir version, preset, scale, task,
+    input channels and range; strings, written as ``spnir.KEY`` metadata in ONNX and safetensors files."""
+    record = getattr(model, "spnir_preset", None)
+    if not record:
+        raise SpnirError("cannot export: the model was not built by spnir.archs.create_model (no preset)")
+    preset = get_preset(record["name"])
+    return {
+        "version": spnir.__version__,
+        "preset": record["name"],
+        "architecture": preset.family,
+        "scale": str(record.get("scale") or 1),
+        "task": preset.task,
+        "overrides": json.dumps(record.get("overrides", {}), sort_keys=True),
+        "channels": str(input_channels(model)),
+        "input": "NCHW float in [0, 1], " + ("gray" if input_channels(model) == 1 else "RGB"),
+        "min_size": str(min_size(model)),
+    }
+
+
+def prefixed(metadata: Mapping[str, str]) -> dict[str, str]:
+    """``{"task": "sr"}`` -> ``{"spnir.task": "sr"}``: the keys deployed files carry."""
+    return {f"spnir.{key}": value for key, value in metadata.items()}
+
+
+def min_size(model: nn.Module) -> int:
+    """The smallest height/width a dynamic ONNX export of ``model`` accepts."""
+    return max(MIN_SIZE, int(getattr(model, "export_min_size", MIN_SIZE)))
+
+
+def check_sizes(model: nn.Module, size: int | None, dynamic: bool) -> list[tuple[int, int]]:
+    """(height, width) of the traced input first, then, when ``dynamic``, two other sizes to verify on.
+
+    The trace is not square (height and width must stay separate symbols), and the other sizes are not
+    multiples of the usual windows and are larger than the trace, so that padding and patch splits change.
+    """
+    low = min_size(model)
+    base = max(size or 64, low)
+    if size is not None and size < low:
+        raise SpnirError(f"--size {size}: this model exports for sides of at least {low}")
+    traced = (base, base + base // 2)
+    if not dynamic:
+        return [traced]
+    return [traced, (base + 13, base + 29), (2 * base + 7, base + 3)]
+
+
+def require_export_packages() -> None:
+    """Stop with the way out when the ``export`` extra is not installed."""
+    missing = [name for name in EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SpnirError(f"ONNX export needs {', '.join(missing)} (not installed): pip install 'spnir[export]'")
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    dynamic: bool = False,
+    size: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    half: bool = False,
+) -> list[SizeCheck]:
+    """Write ``model`` as an ONNX file at ``path`` and return the verification runs (see the module doc).
+
+    ``size``: the traced height (its width is 1.5 times it); ``dynamic``: height and width are inputs of the
+    graph (from the model's minimum side to :data:`MAX_SIZE`); ``half``: float16 weights, input and output.
+    A difference above :data:`TOLERANCE` raises :class:`SpnirError` and writes nothing.
+    """
+    require_export_packages()
+    model = getattr(model, "_orig_mod", model).eval()
+    metadata = describe_model(model)
+    channels = int(metadata["channels"])
+    sizes = check_sizes(model, size, dynamic)
+    dtype = torch.float16 if half else torch.float32
+    exported = copy.deepcopy(model).to(device="cpu", dtype=dtype)
+    sample = torch.rand(1, channels, *sizes[0], generator=torch.Generator().manual_seed(0), dtype=dtype)
+    shapes = None
+    if dynamic:
+        low = min_size(model)
+        shapes = ({2: torch.export.Dim("height", min=low, max=MAX_SIZE),
+                   3: torch.export.Dim("width", min=low, max=MAX_SIZE)},)
+    with _quiet_exporter():
+        try:
+            program = torch.onnx.export(exported, (sample,), None, dynamo=True, dynamic_shapes=shapes,
+                                        opset_version=opset, input_names=["input"], output_names=["output"],
+                                        verbose=False)
+        except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways; say which step
+            raise SpnirError(f"ONNX export of preset {metadata['preset']!r} failed: {_first_line(exc)}") from None
+    if dynamic:
+        _check_still_dynamic(program, metadata["preset"], min_size(model))
+    program.model.metadata_props.update(prefixed(metadata))
+    model_fp32 = copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
+    with atomic_path(path) as tmp:
+        with _quiet_exporter():
+            program.save(str(tmp), external_data=False)
+        checks = verify_onnx(tmp, model_fp32, sizes, channels, dtype)
+        limit = TOLERANCE["fp16" if half else "fp32"]
+        worst = max(checks, key=lambda check: check.max_diff)
+        if not worst.max_diff <= limit:
+            raise SpnirError(
+                f"{path}: not written: onnxruntime differs from PyTorch by {worst.max_diff:.3g} at "
+                f"{worst.height}x{worst.width} (allowed {limit:g} in {'fp16' if half else 'fp32'})"
+            )
+    return checks
+
+
+def verify_onnx(
+    path: str | os.PathLike, model: nn.Module, sizes: list[tuple[int, int]], channels: int,
+    dtype: torch.dtype = torch.float32,
+) -> list[SizeCheck]:
+    """Run the ONNX file at ``path`` in onnxruntime (CPU) and ``model`` in PyTorch (float32) on seeded random
+    images of each size; the largest absolute difference per size."""
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    generator = torch.Generator().manual_seed(1)
+    checks = []
+    for height, width in sizes:
+        image = torch.rand(1, channels, height, width, generator=generator).to(dtype)
+        with torch.no_grad():
+            expected = model(image.float()).numpy()
+        try:
+            (got,) = session.run(None, {name: image.numpy()})
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise SpnirError(f"{path}: onnxruntime cannot run it on {height}x{width}: {_first_line(exc)}") from None
+        if got.shape != expected.shape:
+            raise SpnirError(f"{path}: onnxruntime gives {got.shape} on {height}x{width}, PyTorch {expected.shape}: "
+                             "the export did not follow the input size")
+        checks.append(SizeCheck(height, width, float(np.abs(got.astype(np.float32) - expected).max())))
+    return checks
+
+
+def export_safetensors(model: nn.Module, path: str | os.PathLike, half: bool = False) -> Path:
+    """Write ``model``'s weights as a spnir ``.safetensors`` file whose metadata also says preset, scale,
+    task and spnir version (:func:`describe_model`); it loads back with ``--checkpoint``."""
+    if Path(path).suffix.lower() != ".safetensors":
+        raise SpnirError(f"{path}: a safetensors export needs a file name ending in .safetensors")
+    model = getattr(model, "_orig_mod", model)
+    metadata = describe_model(model)
+    if half:
+        model = copy.deepcopy(model).half()
+    return save_model_checkpoint(model, path, metadata=prefixed(metadata))
+
+
+def _check_still_dynamic(program: Any, preset: str, low: int) -> None:
+    """Refuse a graph whose height/width range was narrowed while tracing, or whose height and width became
+    one symbol: it would silently hold for some sizes only."""
+    from torch.utils._sympy.numbers import int_oo
+
+    program_graph = program.exported_program
+    image = next(n for n in program_graph.graph.nodes if n.op == "placeholder"
+                 and n.name in program_graph.graph_signature.user_inputs)
+    size_symbols = {dim.node.expr for dim in image.meta["val"].shape[2:] if isinstance(dim, torch.SymInt)}
+    for symbol, bounds in program_graph.range_constraints.items():
+        if symbol not in size_symbols:  # sizes computed inside the graph (a window clipped to the image)
+            continue
+        upper = MAX_SIZE if bounds.upper in (int_oo, float("inf")) else int(bounds.upper)
+        if int(bounds.lower) > low or upper < MAX_SIZE:
+            raise SpnirError(
+                f"preset {preset!r}: its code branches on the input size ({symbol} limited to "
+                f"{int(bounds.lower)}..{upper} while tracing), so a dynamic export would be wrong for other "
+                "sizes; export without --dynamic (fixed size), or with other preset settings"
+            )
+    dims = program.model.graph.inputs[0].shape
+    if str(dims[2]) == str(dims[3]):
+        raise SpnirError(f"preset {preset!r}: height and width became one size while tracing; export without "
+                         "--dynamic")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter prints its steps and warns about torchvision operators; keep the command's output ours."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    summary = text.find("## Exception summary")
+    if summary >= 0:
+        text = text[summary + len("## Exception summary"):].strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:500]
+
+
+def metadata_of(path: str | os.PathLike) -> dict[str, str]:
+    """The ``spnir.*`` metadata of an exported ONNX or safetensors file, without the prefix."""
+    if Path(path).suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            items = (handle.metadata() or {}).items()
+    else:
+        import onnx
+
+        items = ((p.key, p.value) for p in onnx.load(str(path), load_external_data=False).metadata_props)
+    return {key.removeprefix("spnir."): value for key, value in items if key.startswith("spnir.")}

@@ -56,6 +56,7 @@ def describe_model(model: nn.Module) -> dict[str, str]:
     if not record:
         raise SpnirError("cannot export: the model was not built by spnir.archs.create_model (no preset)")
     preset = get_preset(record["name"])
+    channels = input_channels(model)
     return {
         "version": spnir.__version__,
         "preset": record["name"],
@@ -63,8 +64,8 @@ def describe_model(model: nn.Module) -> dict[str, str]:
         "scale": str(record.get("scale") or 1),
         "task": preset.task,
         "overrides": json.dumps(record.get("overrides", {}), sort_keys=True),
-        "channels": str(input_channels(model)),
-        "input": "NCHW float in [0, 1], " + ("gray" if input_channels(model) == 1 else "RGB"),
+        "channels": str(channels),
+        "input": "NCHW float in [0, 1], " + ("gray" if channels == 1 else "RGB"),
         "min_size": str(min_size(model)),
     }
 
@@ -82,8 +83,8 @@ def min_size(model: nn.Module) -> int:
 def check_sizes(model: nn.Module, size: int | None, dynamic: bool) -> list[tuple[int, int]]:
     """(height, width) of the traced input first, then, when ``dynamic``, two other sizes to verify on.
 
-    The trace is not square (height and width must stay separate symbols), and the other sizes are not
-    multiples of the usual windows and are larger than the trace, so that padding and patch splits change.
+    The trace is not square (height and width must stay separate symbols); the other sizes are not multiples
+    of the usual windows, and one is twice the traced height, so that padding and patch splits change.
     """
     low = min_size(model)
     base = max(size or 64, low)
@@ -123,7 +124,8 @@ def export_onnx(
     channels = int(metadata["channels"])
     sizes = check_sizes(model, size, dynamic)
     dtype = torch.float16 if half else torch.float32
-    exported = copy.deepcopy(model).to(device="cpu", dtype=dtype)
+    reference = copy.deepcopy(model).to(device="cpu", dtype=torch.float32)  # the caller's model stays as it is
+    exported = copy.deepcopy(reference).half() if half else reference
     sample = torch.rand(1, channels, *sizes[0], generator=torch.Generator().manual_seed(0), dtype=dtype)
     shapes = None
     if dynamic:
@@ -140,11 +142,10 @@ def export_onnx(
     if dynamic:
         _check_still_dynamic(program, metadata["preset"], min_size(model))
     program.model.metadata_props.update(prefixed(metadata))
-    model_fp32 = copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
     with atomic_path(path) as tmp:
         with _quiet_exporter():
             program.save(str(tmp), external_data=False)
-        checks = verify_onnx(tmp, model_fp32, sizes, channels, dtype)
+        checks = verify_onnx(tmp, reference, sizes, channels, dtype)
         limit = TOLERANCE["fp16" if half else "fp32"]
         worst = max(checks, key=lambda check: check.max_diff)
         if not worst.max_diff <= limit:
@@ -200,11 +201,11 @@ def _check_still_dynamic(program: Any, preset: str, low: int) -> None:
     one symbol: it would silently hold for some sizes only."""
     from torch.utils._sympy.numbers import int_oo
 
-    program_graph = program.exported_program
-    image = next(n for n in program_graph.graph.nodes if n.op == "placeholder"
-                 and n.name in program_graph.graph_signature.user_inputs)
+    traced = program.exported_program
+    image = next(n for n in traced.graph.nodes if n.op == "placeholder"
+                 and n.name in traced.graph_signature.user_inputs)
     size_symbols = {dim.node.expr for dim in image.meta["val"].shape[2:] if isinstance(dim, torch.SymInt)}
-    for symbol, bounds in program_graph.range_constraints.items():
+    for symbol, bounds in traced.range_constraints.items():
         if symbol not in size_symbols:  # sizes computed inside the graph (a window clipped to the image)
             continue
         upper = MAX_SIZE if bounds.upper in (int_oo, float("inf")) else int(bounds.upper)

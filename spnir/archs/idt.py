@@ -327,7 +327,6 @@ class IDT(nn.Module):
                 total[:, :, top : top + size, left : left + size] += weights
         return crop_to(merged / total, height, width)
 
-
     def forward_tiles_batched(self, x: torch.Tensor) -> torch.Tensor:
         """The full-size split of :meth:`forward` as index arithmetic on the size, all patches in one batch:
         what ONNX export traces, so that the number of patches follows the input size (``forward``'s loops

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="preset override (YAML value), e.g. --set local=true; repeatable")
     parser.add_argument("--out", required=True, type=output_file, help="file to write (.onnx or .safetensors)")
-    parser.add_argument("--format", choices=("onnx", "safetensors"), help="must agree with --out's suffix (the default)")
+    parser.add_argument("--format", choices=("onnx", "safetensors"),
+                        help="must agree with --out's suffix (the default)")
     parser.add_argument("--dynamic", action="store_true",
                         help="ONNX: height and width are free (from the model's minimum side to 8192); "
                              "default: fixed to the traced size")
@@ -66,7 +67,7 @@ def check_arguments(args: argparse.Namespace, fmt: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spnir.archs.checkpoint import model_for_inference, parse_overrides
-    from spnir.export import DEFAULT_OPSET, TOLERANCE, describe_model, min_size, require_export_packages
+    from spnir.export import DEFAULT_OPSET, MAX_SIZE, TOLERANCE, describe_model, min_size, require_export_packages
     from spnir.progress import note
 
     out = Path(args.out)
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     opset = args.opset or DEFAULT_OPSET
     note(f"exporting {what} to ONNX (opset {opset}); this traces the model and can take a minute")
     checks = export_onnx(model, out, dynamic=args.dynamic, size=args.size, opset=opset, half=args.half)
-    sizes = f"height/width {min_size(model)}..8192" if args.dynamic else f"fixed {checks[0].height}x{checks[0].width}"
+    first = checks[0]
+    sizes = f"height/width {min_size(model)}..{MAX_SIZE}" if args.dynamic else f"fixed {first.height}x{first.width}"
     print(f"wrote {out} ({what}, {sizes}, opset {opset}, {out.stat().st_size / 1e6:.1f} MB)")
     diffs = ", ".join(f"{c.height}x{c.width}: {c.max_diff:.2g}" for c in checks)
     print(f"onnxruntime vs PyTorch, max |difference| on [0, 1] images: {diffs} "

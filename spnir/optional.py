@@ -1,0 +1,49 @@
+"""Optional dependencies and the extras that bring them.
+
+``pip install spnir`` installs the core: torch and numpy, all that ``from spnir import SPN`` and the loss need.
+The toolkit (``spnir train/eval/restore/study/demo/weights``: YAML configs, images, progress bars, TensorBoard,
+plots, scikit-image's photographs, safetensors) comes with ``spnir[toolkit]``; ONNX export with
+``spnir[export]``, experiment tracking with ``spnir[wandb]``, the Lightning callback with ``spnir[lightning]``.
+A module that needs one of these imports it through :func:`require`, so a missing one is a one-line
+:class:`~spnir.errors.SpnirError` that names the command to install it.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from spnir.errors import SpnirError
+
+# import name -> (distribution on PyPI, spnir extra that installs it)
+EXTRAS: dict[str, tuple[str, str]] = {
+    "PIL": ("pillow", "toolkit"),
+    "yaml": ("pyyaml", "toolkit"),
+    "tqdm": ("tqdm", "toolkit"),
+    "safetensors": ("safetensors", "toolkit"),
+    "tensorboard": ("tensorboard", "toolkit"),
+    "matplotlib": ("matplotlib", "toolkit"),
+    "skimage": ("scikit-image", "toolkit"),
+    "onnx": ("onnx", "export"),
+    "onnxscript": ("onnxscript", "export"),
+    "onnxruntime": ("onnxruntime", "export"),
+    "wandb": ("wandb", "wandb"),
+    "lightning": ("lightning", "lightning"),
+}
+
+
+def install_hint(module: str) -> str:
+    """``pip install 'spnir[EXTRA]'`` for the extra that provides ``module`` (an import name in :data:`EXTRAS`)."""
+    return f"pip install 'spnir[{EXTRAS[module.split('.')[0]][1]}]'"
+
+
+def require(module: str, needed_for: str = "spnir's toolkit") -> ModuleType:
+    """Import ``module`` (``"yaml"``, ``"matplotlib.pyplot"``, ...); when its package is not installed, a
+    :class:`SpnirError` such as ``log.wandb needs wandb, which is not installed: pip install 'spnir[wandb]'``."""
+    root = module.split(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != root:
+            raise
+        raise SpnirError(f"{needed_for} needs {EXTRAS[root][0]}, which is not installed: "
+                         f"{install_hint(root)}") from None

@@ -16,7 +16,7 @@ import torch
 
 from spnir.errors import SpnirError
 from spnir.metrics import MetricSettings
-from spnir.vgg_weights import cached_vgg_path, resolve_vgg_weights
+from spnir.vgg_weights import cached_vgg_path, resolve_feature_space
 
 SCALE = 2
 
@@ -59,16 +59,19 @@ class DemoRun:
 
 
 def choose_vgg_weights(requested: str | None) -> tuple[str, str]:
-    """The VGG weights for the SPN run and a sentence saying which feature space that is."""
+    """The VGG weights for the SPN run and a sentence saying which feature space that is: as requested, else
+    torchvision's ImageNet VGG16 if cached (the method's file), else the Caffe one if cached, else random."""
     if requested is not None:
-        resolve_vgg_weights("vgg16", requested, ask_random="--vgg-weights random")  # missing: say so now
-        return requested, f"VGG16 weights as requested: {requested}"
-    if cached_vgg_path("vgg16").is_file():
-        return "imagenet", f"ImageNet VGG16 from {cached_vgg_path('vgg16')} (the method's feature space)"
+        space = resolve_feature_space("vgg16", requested, ask_random="--vgg-weights random")  # missing: say so now
+        return requested, f"{space.description}, as requested"
+    for name, setting in (("vgg16", "imagenet"), ("vgg16-caffe", "imagenet-caffe")):
+        if cached_vgg_path(name).is_file():
+            space = resolve_feature_space("vgg16", setting)
+            return setting, f"{space.description}, from {space.path}"
     return "random", (
-        f"seeded random VGG16 weights: ImageNet VGG16 is not in {cached_vgg_path('vgg16').parent} "
-        "(place it with `spnir weights vgg16 --from FILE`), so this demo measures distances in random "
-        "conv features, not the method's feature space"
+        f"seeded random VGG16 weights: no ImageNet VGG16 in {cached_vgg_path('vgg16').parent} "
+        "(place one with `spnir weights vgg16 --from FILE` or `spnir weights vgg16-caffe --from FILE`), so this "
+        "demo measures distances in random conv features, not the method's feature space"
     )
 
 

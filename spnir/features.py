@@ -1,7 +1,10 @@
-"""VGG feature extractor with BasicSR's layer names, loading torchvision-format weight files.
+"""VGG feature extractor with BasicSR's layer names, loading torchvision-layout weight files.
 
 ``VGGFeatures("vgg16", ["relu1_2", "relu2_2", "relu3_3"])`` returns a dict of those feature maps and
-computes nothing past the last one. Parameters never require gradients.
+computes nothing past the last one. Parameters never require gradients. A feature space is the weights *and* the
+input convention they were trained with (:mod:`spnir.vgg_weights`): torchvision's (mean/std normalisation) or
+Caffe's (x255, BGR, minus the BGR mean). The transform is applied to the input, never folded into the first
+convolution (zero padding would then differ at the borders).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import torch
 from torch import nn
 
 from spnir.errors import SpnirError
-from spnir.vgg_weights import resolve_vgg_weights
+from spnir.vgg_weights import resolve_feature_space
 
 # Convolution widths per block, and the names torchvision's ``features`` indices carry in BasicSR.
 _BLOCKS = {
@@ -22,6 +25,7 @@ _BLOCKS = {
 _WIDTHS = (64, 128, 256, 512, 512)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 def layer_names(kind: str) -> list[str]:
@@ -42,9 +46,10 @@ class VGGFeatures(nn.Module):
     Args:
         kind: ``"vgg16"`` or ``"vgg19"``.
         layers: names to return (``conv1_1``, ``relu1_1``, ..., ``pool5``).
-        vgg_weights: ``"imagenet"`` (torchvision's file in the torch hub cache), a path to a
-            torchvision-format file, or ``"random"`` (seeded Kaiming init; not the method's feature space).
-        input_norm: subtract ImageNet mean and divide by std, as torchvision's weights expect.
+        vgg_weights: ``"imagenet"`` (torchvision's file in the torch hub cache), ``"imagenet-caffe"`` (Oxford's
+            VGG16, Caffe convention), a path (``caffe:PATH`` / ``torchvision:PATH`` states its convention), or
+            ``"random"`` (seeded Kaiming init; not the method's feature space). See :mod:`spnir.vgg_weights`.
+        input_norm: transform the input as the weights expect (their convention); ``False`` feeds it as it is.
         range_norm: map inputs from ``[-1, 1]`` to ``[0, 1]`` first.
         seed: seed of the random weights.
     """
@@ -70,17 +75,21 @@ class VGGFeatures(nn.Module):
         depth = max(names.index(name) for name in self.layers) + 1
         self.names = names[:depth]
         self.body = nn.Sequential(*_build_layers(kind, depth))
-        path = resolve_vgg_weights(kind, vgg_weights)
-        if path is None:
+        space = resolve_feature_space(kind, vgg_weights, seed)
+        if space.path is None:
             _random_init(self.body, seed)
-            self.feature_space = f"{kind} with seeded random weights (seed {seed}), not ImageNet"
         else:
-            self.body.load_state_dict(_load_torchvision_features(path, kind, depth))
-            self.feature_space = f"{kind} ImageNet weights from {path}"
+            self.body.load_state_dict(_load_torchvision_features(space.path, kind, depth))
+        self.feature_space = space.description
+        self.convention = space.convention
         self.input_norm = input_norm
         self.range_norm = range_norm
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if space.convention == "caffe":  # x255, RGB -> BGR, minus the BGR mean: (x[:, ::-1] - mean/255) * 255
+            mean, std = tuple(m / 255 for m in CAFFE_MEAN_BGR), (1 / 255,) * 3
+        else:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
@@ -94,6 +103,8 @@ class VGGFeatures(nn.Module):
         if self.range_norm:
             x = (x + 1) / 2
         if self.input_norm:
+            if self.convention == "caffe":
+                x = x.flip(1)
             x = (x - self.mean) / self.std
         wanted = set(self.layers)
         out: dict[str, torch.Tensor] = {}
@@ -149,11 +160,22 @@ def _conv_shapes(kind: str) -> dict[str, tuple[int, ...]]:
 
 
 def _load_torchvision_features(path: os.PathLike, kind: str, depth: int) -> dict[str, torch.Tensor]:
-    """Read a torchvision VGG file (whole model or ``features`` only) and check it is ``kind``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SpnirError(f"{path}: cannot load as a weights-only torch file ({exc})") from exc
+    """Read a torchvision-layout VGG file (whole model or ``features`` only; ``.pth`` or ``.safetensors``) and
+    check it is ``kind``."""
+    state: object
+    if str(path).endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise SpnirError(f"{path}: cannot load as a safetensors file ({exc})") from exc
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise SpnirError(f"{path}: cannot load as a weights-only torch file ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

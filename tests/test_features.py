@@ -84,7 +84,7 @@ def test_weights_command_verifies_hash(tmp_path, monkeypatch, capsys):
     bogus = tmp_path / "vgg16.pth"
     bogus.write_bytes(b"x" * 100)
     assert main(["weights", "vgg16", "--from", str(bogus)]) == 2
-    assert "not the ImageNet vgg16 file" in capsys.readouterr().err
+    assert "not the file of ImageNet VGG16, torchvision weights" in capsys.readouterr().err
     assert main(["weights", "vgg16", "--check"]) == 1
     # a file whose sha256 has the expected prefix is placed in the cache
     import spnir.vgg_weights as vw

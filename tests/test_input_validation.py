@@ -237,10 +237,10 @@ def test_weights_check_verifies_the_given_file_and_writes_nothing(tmp_path, monk
     candidate = tmp_path / "vgg16.pth"
     candidate.write_bytes(b"not vgg")
     assert main(["weights", "vgg16", "--check", "--from", str(candidate)]) == 1
-    assert "does not match torchvision's vgg16-397923af.pth" in capsys.readouterr().out
+    assert "does not match vgg16-397923af.pth" in capsys.readouterr().out
     monkeypatch.setattr(vw, "expected_hash_prefix", lambda kind: vw.sha256_of(candidate)[:8])
     assert main(["weights", "vgg16", "--check", "--from", str(candidate)]) == 0
-    assert "is torchvision's ImageNet file" in capsys.readouterr().out
+    assert "is the file of ImageNet VGG16, torchvision weights" in capsys.readouterr().out
     assert not vw.cached_vgg_path("vgg16").exists()
     assert main(["weights", "vgg16", "--check"]) == 1 and "missing at" in capsys.readouterr().out
 

@@ -105,15 +105,18 @@ def preset_name(text: str) -> str:
     return text
 
 
-VGG_SOURCES = ("imagenet", "random")
-
-
 def vgg_weights_source(text: str) -> str:
-    """``imagenet``, ``random`` or an existing file (``--vgg-weights``); a typo names the near match."""
-    if text in VGG_SOURCES or Path(text).expanduser().is_file():
+    """A name of :data:`spnir.vgg_weights.NAMED_SPACES` or an existing file, optionally ``caffe:``/``torchvision:``
+    prefixed (``--vgg-weights``); a typo names the near match."""
+    from spnir.vgg_weights import CONVENTIONS, NAMED_SPACES
+
+    stated, _, rest = text.partition(":")
+    path = rest if stated in CONVENTIONS and rest else text
+    if text in NAMED_SPACES or Path(path).expanduser().is_file():
         return text
-    near = difflib.get_close_matches(text, VGG_SOURCES, n=1)
+    near = difflib.get_close_matches(text, NAMED_SPACES, n=1)
     hint = f"did you mean {near[0]}? " if near else ""
-    raise argparse.ArgumentTypeError(f"{text!r} is neither {' nor '.join(VGG_SOURCES)} nor an existing file; {hint}"
-                                     f"expected imagenet (the cached torchvision file), random, or a file path")
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither {', '.join(NAMED_SPACES)} nor an existing file; {hint}expected imagenet (torchvision's "
+        f"cached file), imagenet-caffe (Oxford's VGG16, Caffe convention), random, or a file path")
 

@@ -32,7 +32,7 @@ from spnir.train.config import Config, expand_path, import_factory
 from spnir.train.distributed import DistContext, ShardedBatchSampler
 from spnir.train.optim import build_optimizer, build_scheduler
 from spnir.train.trainer import TrainParts
-from spnir.vgg_weights import resolve_vgg_weights
+from spnir.vgg_weights import resolve_feature_space
 from spnir.train.validation import Inference, ValidationSet, Validator
 
 
@@ -234,7 +234,7 @@ def check_weight_files(config: Config) -> None:
     spn = config["spn"]
     if not spn["enabled"]:
         return
-    resolve_vgg_weights(spn["features"], spn["vgg_weights"], ask_random=ASK_RANDOM_VGG)
+    resolve_feature_space(spn["features"], spn["vgg_weights"], ask_random=ASK_RANDOM_VGG)
     if spn["source"] == "frozen":
         for i, entry in enumerate(_frozen_paths(spn)):
             path = expand_path(str(entry), f"spn.frozen[{i}]")

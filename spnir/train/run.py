@@ -97,7 +97,8 @@ def run_training(
         try:
             if ctx.is_main:
                 with atomic_path(out_dir / "config.yml") as tmp:
-                    tmp.write_text(dump_config(config))
+                    space = f"# SPN feature space: {parts.spn.feature_space}\n" if parts.spn is not None else ""
+                    tmp.write_text(space + dump_config(config))
                 record_start(out_dir, config_file, overrides, start, resume_path, changed)
                 processes = [f"DDP over {ctx.world_size} processes on {ctx.device.type}"] if ctx.distributed else []
                 for line in [*notes, *processes, *describe(parts, config)]:
@@ -130,9 +131,9 @@ def _save_final(parts, out_dir: Path, iteration: int) -> dict[str, Path]:
     """The trained weights as spnir model checkpoints (loadable by ``spnir restore/eval --checkpoint``)."""
     if not getattr(parts.model, "spnir_preset", None):
         return {}  # a custom module:callable model: its weights are in the training checkpoint
-    saved = {"model": save_model_checkpoint(parts.model, out_dir / "model_final.pt", {"iteration": iteration})}
+    trained = {"iteration": iteration, "spn_feature_space": parts.spn.feature_space if parts.spn is not None else None}
+    saved = {"model": save_model_checkpoint(parts.model, out_dir / "model_final.pt", trained)}
     if parts.ema is not None:
         parts.ema.module.spnir_preset = parts.model.spnir_preset
-        saved["ema"] = save_model_checkpoint(parts.ema.module, out_dir / "model_final_ema.pt",
-                                             {"iteration": iteration, "ema": True})
+        saved["ema"] = save_model_checkpoint(parts.ema.module, out_dir / "model_final_ema.pt", {**trained, "ema": True})
     return saved

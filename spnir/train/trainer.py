@@ -132,6 +132,7 @@ class Trainer:
             "model": p.model.state_dict(),
             "ema": p.ema.state_dict() if p.ema is not None else None,
             "spn": p.spn.state_dict() if p.spn is not None else None,
+            "spn_feature_space": p.spn.feature_space if p.spn is not None else None,
             "optimizer": p.optimizer.state_dict(),
             "scheduler": p.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,

@@ -43,25 +43,64 @@ def check_same_architecture(reference: nn.Module, other: nn.Module, what: str) -
     raise SpnirError(f"{what} is not the same architecture as the target model: {details}")
 
 
-class _Pairing:
-    """Matched float parameter / buffer lists of two modules of one architecture."""
+def _slots(module: nn.Module, names: list[str], kind: str) -> list[tuple[dict, str]]:
+    """(the owning module's ``_parameters`` or ``_buffers`` dict, key) of each dotted name."""
+    slots = []
+    for name in names:
+        prefix, _, leaf = name.rpartition(".")
+        slots.append((getattr(module.get_submodule(prefix), kind), leaf))
+    return slots
 
-    def __init__(self, avg: nn.Module, src: nn.Module) -> None:
-        avg_params = dict(avg.named_parameters())
-        src_params = dict(src.named_parameters())
-        self.avg_params = [avg_params[k] for k in src_params]
-        self.src_params = list(src_params.values())
-        avg_buffers = dict(avg.named_buffers())
-        src_buffers = dict(src.named_buffers())
-        self.avg_buffers = [avg_buffers[k] for k in src_buffers]
-        self.src_buffers = list(src_buffers.values())
+
+class _Pairing:
+    """Matched parameters and buffers of two modules of one architecture: ``avg`` follows ``src``.
+
+    It holds where each tensor lives (module and name), not the tensors: ``Module.to()``, ``.cuda()``,
+    ``.double()`` and ``load_state_dict(assign=True)`` put new tensors there, and :meth:`tensors` reads the
+    ones there now. ``owner`` is what a user calls ``avg`` (``"spn"``, ``"ema"``), for the error raised
+    when only one of the two was moved.
+    """
+
+    def __init__(self, avg: nn.Module, src: nn.Module, owner: str) -> None:
+        self.owner = owner
+        param_names = [name for name, _ in src.named_parameters()]
+        buffer_names = [name for name, _ in src.named_buffers()]
+        self.names = param_names + buffer_names
+        self.param_count = len(param_names)
+        self._avg = _slots(avg, param_names, "_parameters") + _slots(avg, buffer_names, "_buffers")
+        self._src = _slots(src, param_names, "_parameters") + _slots(src, buffer_names, "_buffers")
+
+    def tensors(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """The current ``(avg params, src params, avg buffers, src buffers)``; raises :class:`SpnirError` when a
+        pair differs in device or dtype."""
+        avg = [slots[key] for slots, key in self._avg]
+        src = [slots[key] for slots, key in self._src]
+        for name, a, s in zip(self.names, avg, src):
+            self._check(name, a, s)
+        n = self.param_count
+        return avg[:n], src[:n], avg[n:], src[n:]
+
+    def check(self) -> None:
+        """The first pair's device and dtype only: a cheap test, before each use of ``avg``, that both modules
+        were moved together."""
+        if self.names:
+            (avg_slots, key), (src_slots, src_key) = self._avg[0], self._src[0]
+            self._check(self.names[0], avg_slots[key], src_slots[src_key])
+
+    def _check(self, name: str, a: torch.Tensor, s: torch.Tensor) -> None:
+        if a.device != s.device or a.dtype != s.dtype:
+            raise SpnirError(
+                f"the model's {name} is {s.dtype} on {s.device} but {self.owner}'s is {a.dtype} on {a.device}: one "
+                f"was moved without the other; move both, model.to(...) and {self.owner}.to(...)"
+            )
 
 
 @torch.no_grad()
 def ema_update_(avg: nn.Module, src: nn.Module, decay: float, pairing: _Pairing | None = None) -> None:
     """In place: ``avg = decay * avg + (1 - decay) * src`` for parameters; buffers are copied."""
-    pairing = pairing or _Pairing(avg, src)
-    params = [(a, s) for a, s in zip(pairing.avg_params, pairing.src_params) if a.is_floating_point()]
+    pairing = pairing or _Pairing(avg, src, "avg")
+    avg_params, src_params, avg_buffers, src_buffers = pairing.tensors()
+    params = [(a, s) for a, s in zip(avg_params, src_params) if a.is_floating_point()]
     if params:
         averaged = [a for a, _ in params]
         sources = [s.detach() for _, s in params]
@@ -70,8 +109,8 @@ def ema_update_(avg: nn.Module, src: nn.Module, decay: float, pairing: _Pairing 
         else:
             torch._foreach_mul_(averaged, decay)
             torch._foreach_add_(averaged, sources, alpha=1.0 - decay)
-    for a, s in zip(pairing.avg_buffers, pairing.src_buffers):
-        a.copy_(s)
+    if avg_buffers:
+        torch._foreach_copy_(avg_buffers, src_buffers)
 
 
 class ModelEMA(nn.Module):
@@ -88,7 +127,7 @@ class ModelEMA(nn.Module):
         source = unwrap(model)
         self.module = copy.deepcopy(source).eval().requires_grad_(False)
         self.__dict__["_source"] = source  # not a submodule: its weights are not ours to save
-        self._pairing = _Pairing(self.module, source)
+        self._pairing = _Pairing(self.module, source, "ema")
 
     def update(self) -> None:
         ema_update_(self.module, self._source, self.decay, self._pairing)

@@ -108,7 +108,7 @@ class NegativeBank(nn.Module):
         target = unwrap(model)
         self.__dict__["target"] = target  # not a submodule: the target's weights are not the bank's
         self.models = nn.ModuleList(self._create_negative(target, fresh_model) for _ in periods)
-        self._pairings = [_Pairing(neg, target) for neg in self.models]
+        self._pairings = [_Pairing(neg, target, "spn") for neg in self.models]
         self.steps = 0
         self.adaptive_refreshes = 0
         self._residual_stds: list[torch.Tensor] = []  # observed since the last step, on the device
@@ -131,6 +131,8 @@ class NegativeBank(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        for pairing in self._pairings:
+            pairing.check()
         return [negative(x) for negative in self.models]
 
     def refresh(self, index: int, decay: float) -> None:
@@ -193,15 +195,20 @@ class NegativeBank(nn.Module):
         self.steps = int(state["steps"])
         self.adaptive_refreshes = int(state["adaptive_refreshes"])
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        expected = {k: tuple(v.shape) for k, v in self.state_dict().items() if torch.is_tensor(v)}
-        got = {k: tuple(v.shape) for k, v in state_dict.items() if torch.is_tensor(v)}
-        if strict and expected != got:
-            missing = sorted(set(expected) - set(got))[:5]
-            unexpected = sorted(set(got) - set(expected))[:5]
-            shapes = [k for k in expected if k in got and got[k] != expected[k]][:5]
-            raise SpnirError(
-                f"negative-bank state does not fit this target model ({len(self.models)} negatives): "
-                f"missing {missing}, unexpected {unexpected}, shape mismatches {shapes}"
-            )
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Checks the saved negatives against this bank (also when a loss holding the bank is loaded)."""
+        if strict:
+            expected = {k: tuple(v.shape) for k, v in self.state_dict().items() if torch.is_tensor(v)}
+            got = {k[len(prefix):]: tuple(v.shape) for k, v in state_dict.items()
+                   if k.startswith(prefix) and torch.is_tensor(v)}
+            if expected != got:
+                missing = sorted(set(expected) - set(got))[:5]
+                unexpected = sorted(set(got) - set(expected))[:5]
+                shapes = [k for k in expected if k in got and got[k] != expected[k]][:5]
+                raise SpnirError(
+                    f"negative-bank state does not fit this target model ({len(self.models)} negatives): "
+                    f"missing {missing}, unexpected {unexpected}, shape mismatches {shapes}"
+                )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)

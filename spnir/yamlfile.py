@@ -1,5 +1,7 @@
-"""Reading YAML files strictly: a key given twice in one mapping is an error naming the key and both lines
-(plain ``yaml.safe_load`` keeps the last one silently)."""
+"""Reading YAML strictly: a key given twice in one mapping is an error naming the key and both lines (plain
+``yaml.safe_load`` keeps the last one silently); a file over :data:`MAX_BYTES` or nested deeper than
+:data:`MAX_DEPTH` is refused in one line before it is built (a YAML bomb would otherwise end in a
+``RecursionError`` or fill the memory)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +10,9 @@ from typing import Any
 import yaml
 
 from spnir.errors import SpnirError
+
+MAX_BYTES = 1 << 20  # a config, study or history file is a few KB
+MAX_DEPTH = 32       # a config nests about 5 levels (data.val[0].degradations[0].sigma)
 
 
 class _DuplicateKey(Exception):
@@ -35,13 +40,42 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_yaml(path: Path) -> Any:
-    """The content of YAML file ``path``; invalid YAML and repeated keys are errors naming the file and line."""
+def _check_depth(text: str, source: str) -> None:
+    """Walk the event stream (no recursion) and refuse nesting deeper than :data:`MAX_DEPTH`."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1
+                raise SpnirError(f"{source}:{line}: nested more than {MAX_DEPTH} levels deep; a config nests a "
+                                 "few levels (is this the right file?)")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML ``text`` (from ``source``, named in errors) parsed strictly, size and depth checked first."""
+    if len(text) > MAX_BYTES:
+        raise SpnirError(f"{source}: {len(text) / 1e6:.1f} MB of YAML; expected under {MAX_BYTES // (1 << 20)} MB")
     try:
-        return yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        _check_depth(text, source)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as exc:
-        raise SpnirError(f"{path}:{exc}") from None
+        raise SpnirError(f"{source}:{exc}") from None
     except yaml.YAMLError as exc:
-        raise SpnirError(f"{path}: not valid YAML: {exc}") from None
+        raise SpnirError(f"{source}: not valid YAML: {exc}") from None
+
+
+def read_yaml(path: Path) -> Any:
+    """The content of YAML file ``path``; invalid, huge or deeply nested YAML and repeated keys are errors
+    naming the file and line."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise SpnirError(f"{path}: {size / 1e6:.1f} MB; a config or study file is expected to be under "
+                             f"{MAX_BYTES // (1 << 20)} MB (is this the right file?)")
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpnirError(f"{path}: cannot read as a text file ({exc})") from None
+    return parse_yaml(text, str(path))

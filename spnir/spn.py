@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -43,6 +44,9 @@ DEFAULT_LAYER_WEIGHTS = {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5}
 CR_LAYER_WEIGHTS = {"relu1_1": 1 / 32, "relu2_1": 1 / 16, "relu3_1": 1 / 8, "relu4_1": 1 / 4, "relu5_1": 1.0}
 FORMS = ("difference", "ratio")
 RATIO_EPS = 1e-7
+OPTIMIZER_STATE_KEY = "spnir"  # where an attached loss keeps its state_dict() inside optimizer.state_dict()
+
+_DRIVING: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()  # optimizers a loss is attached to
 
 
 def make_features(features: str | nn.Module | FeatureFn, layer_names: Sequence[str],
@@ -169,6 +173,8 @@ class NegativeLoss(nn.Module):
         self.__dict__["features"] = make_features(features, list(self.layer_weights), vgg_weights)
         self.negatives = source
         self.last: dict[str, torch.Tensor] = {}
+        self._optimizer_hooks: list[Any] = []  # handles of attach()
+        self._driver: weakref.ref[torch.optim.Optimizer] | None = None
 
     @property
     def feature_space(self) -> str:
@@ -294,8 +300,78 @@ class NegativeLoss(nn.Module):
         """Call once after each optimiser step: advances the source (refreshes history negatives when due).
 
         ``residual_std``: the adaptive refresh's batch residual, when the caller fetched
-        :meth:`pending_residual_std` from the device itself (with its other values, in one transfer)."""
+        :meth:`pending_residual_std` from the device itself (with its other values, in one transfer).
+        An :meth:`attach`-ed loss is stepped by its optimizer instead."""
+        if self._optimizer_hooks:
+            raise SpnirError("this loss is attached to an optimizer, which steps it after each optimizer.step(); "
+                             "remove the spn.step() call (or spn.detach() to step it by hand)")
+        return self._advance(residual_std)
+
+    def _advance(self, residual_std: float | None = None) -> list[int]:
         return self.negatives.step() if residual_std is None else self.negatives.step(residual_std)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> "NegativeLoss":
+        """Let ``optimizer`` drive this loss; returns ``self``. A loop then needs only the loss line.
+
+        - After each ``optimizer.step()`` that updates the weights, :meth:`step` runs (with the adaptive
+          refresh's residual read from the device). A step a ``torch.amp.GradScaler`` skips is no step: the
+          scaler does not call ``step()`` of most optimizers then, and for those that unscale themselves
+          (``fused=True``) it passes ``found_inf``, read here (one device-to-host transfer per step).
+          Gradient accumulation advances once per optimizer step.
+        - ``optimizer.state_dict()`` carries :meth:`state_dict` (negatives, schedule, ``weight="auto"``
+          averages) under the key ``"spnir"``, and ``optimizer.load_state_dict()`` loads it back: saving and
+          resuming the optimizer saves and resumes the negatives (``torch.load(weights_only=True)`` reads it).
+
+        One loss per optimizer, one optimizer per loss; :meth:`detach` undoes it.
+        """
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise SpnirError(f"attach needs a torch.optim.Optimizer; got {type(optimizer).__name__}")
+        if self._optimizer_hooks:
+            raise SpnirError("this loss is already attached to an optimizer; spn.detach() first")
+        if optimizer in _DRIVING:
+            raise SpnirError(f"this {type(optimizer).__name__} already drives a negative loss; attach one per optimizer")
+        target = getattr(self.negatives, "target", None)
+        if isinstance(target, nn.Module):
+            optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            if not any(id(p) in optimized for p in target.parameters()):
+                raise SpnirError(f"the {type(optimizer).__name__} updates none of the parameters of the model "
+                                 "whose negatives this loss keeps; attach the optimizer of that model")
+        self._optimizer_hooks = [
+            optimizer.register_step_post_hook(self._after_optimizer_step),
+            optimizer.register_state_dict_post_hook(self._into_optimizer_state),
+            optimizer.register_load_state_dict_pre_hook(self._from_optimizer_state),
+        ]
+        self._driver = weakref.ref(optimizer)
+        _DRIVING.add(optimizer)
+        return self
+
+    def detach(self) -> "NegativeLoss":
+        """Undo :meth:`attach`: the optimizer no longer steps, saves nor loads this loss; returns ``self``."""
+        for handle in self._optimizer_hooks:
+            handle.remove()
+        self._optimizer_hooks = []
+        optimizer = self._driver() if self._driver is not None else None
+        if optimizer is not None:
+            _DRIVING.discard(optimizer)
+        self._driver = None
+        return self
+
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        found_inf = getattr(optimizer, "found_inf", None)  # set by GradScaler.step for fused optimizers
+        if found_inf is not None and bool(found_inf):
+            return
+        self._advance()
+
+    def _into_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        state[OPTIMIZER_STATE_KEY] = self.state_dict()
+
+    def _from_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        # ``state`` is the optimizer's own shallow copy of what the caller passed
+        if OPTIMIZER_STATE_KEY not in state:
+            raise SpnirError(f"the {type(optimizer).__name__} state has no '{OPTIMIZER_STATE_KEY}' entry: it was saved "
+                             "without an attached negative loss; load it before spn.attach(optimizer) to keep this "
+                             "loss as it is")
+        self.load_state_dict(state.pop(OPTIMIZER_STATE_KEY))
 
     def pending_residual_std(self) -> torch.Tensor | None:
         """What the adaptive refresh will decide on at the next :meth:`step` (a device tensor), or None."""

@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from spnir.errors import SpnirError
+from spnir.optional import missing_package
 
 # command name -> (module under spnir.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,23 +46,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    common = _progress_arguments()
-    for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
-        if name == chosen:
-            importlib.import_module(f"spnir.commands.{module_name}").add_arguments(p)
-    args = parser.parse_args(argv)
-    module = importlib.import_module(f"spnir.commands.{COMMANDS[args.command][0]}")
+    command = chosen
     try:
+        common = _progress_arguments()
+        for name, (module_name, help_text) in COMMANDS.items():
+            p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+            if name == chosen:
+                importlib.import_module(f"spnir.commands.{module_name}").add_arguments(p)
+        args = parser.parse_args(argv)
+        command = args.command
+        module = importlib.import_module(f"spnir.commands.{COMMANDS[command][0]}")
         from spnir.progress import configure
 
         configure(quiet=args.quiet, bar=not args.no_progress, status_every=args.status_every)
         return int(module.run(args) or 0)
+    except ModuleNotFoundError as exc:  # a toolkit package imported at the top of a module (spnir.optional)
+        error = missing_package(exc, "this command")
+        if error is None:
+            raise
+        print(f"spnir {command}: error: {error}", file=sys.stderr)
+        return 2
     except SpnirError as exc:
-        print(f"spnir {args.command}: error: {exc}", file=sys.stderr)
+        print(f"spnir {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"spnir {args.command}: interrupted", file=sys.stderr)
+        print(f"spnir {command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -25,7 +25,6 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from spnir.data.degrade import build_degradation
 from spnir.ema import unwrap
 from spnir.errors import SpnirError
 from spnir.imresize import imresize
@@ -117,6 +116,8 @@ class DegradedGTNegatives(nn.Module):
         super().__init__()
         if not isinstance(count, int) or count < 1:
             raise SpnirError(f"degraded-gt negatives: count must be an integer >= 1; got {count!r}")
+        from spnir.data.degrade import build_degradation  # the toolkit's image pipeline (pillow)
+
         self.degradation = build_degradation(degradations, where="degraded-gt degradations")
         self.count = count
         self.generator = torch.Generator().manual_seed(int(seed))

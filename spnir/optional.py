@@ -4,8 +4,10 @@
 The toolkit (``spnir train/eval/restore/study/demo/weights``: YAML configs, images, progress bars, TensorBoard,
 plots, scikit-image's photographs, safetensors) comes with ``spnir[toolkit]``; ONNX export with
 ``spnir[export]``, experiment tracking with ``spnir[wandb]``, the Lightning callback with ``spnir[lightning]``.
-A module that needs one of these imports it through :func:`require`, so a missing one is a one-line
-:class:`~spnir.errors.SpnirError` that names the command to install it.
+A module that needs one of the heavy ones (TensorBoard, matplotlib, scikit-image, wandb, lightning) imports it
+through :func:`require`, so a missing one is a one-line :class:`~spnir.errors.SpnirError` naming the command
+that installs it; the ``spnir`` command turns any other missing package of :data:`EXTRAS` (pillow, pyyaml,
+tqdm, imported at the top of the toolkit's modules) into the same line (:func:`missing_package`).
 """
 from __future__ import annotations
 
@@ -36,14 +38,22 @@ def install_hint(module: str) -> str:
     return f"pip install 'spnir[{EXTRAS[module.split('.')[0]][1]}]'"
 
 
-def require(module: str, needed_for: str = "spnir's toolkit") -> ModuleType:
-    """Import ``module`` (``"yaml"``, ``"matplotlib.pyplot"``, ...); when its package is not installed, a
-    :class:`SpnirError` such as ``log.wandb needs wandb, which is not installed: pip install 'spnir[wandb]'``."""
-    root = module.split(".")[0]
+def missing_package(exc: ModuleNotFoundError, needed_for: str) -> SpnirError | None:
+    """The one-line error for ``exc`` when the missing module is one of :data:`EXTRAS`; None otherwise."""
+    root = (exc.name or "").split(".")[0]
+    if root not in EXTRAS:
+        return None
+    return SpnirError(f"{needed_for} needs {EXTRAS[root][0]}, which is not installed: {install_hint(root)}")
+
+
+def require(module: str, needed_for: str) -> ModuleType:
+    """Import ``module`` (``"matplotlib.pyplot"``, ...); when its package (or an optional package it imports) is
+    not installed, a :class:`SpnirError` such as ``log.wandb needs wandb, which is not installed: pip install
+    'spnir[wandb]'``."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] != root:
+        error = missing_package(exc, needed_for)
+        if error is None:
             raise
-        raise SpnirError(f"{needed_for} needs {EXTRAS[root][0]}, which is not installed: "
-                         f"{install_hint(root)}") from None
+        raise error from None

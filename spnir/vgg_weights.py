@@ -28,7 +28,6 @@ import torch
 
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
-from spnir.progress import shows_bar
 
 CONVENTIONS = ("torchvision", "caffe")
 NAMED_SPACES = ("imagenet", "imagenet-caffe", "random")
@@ -193,6 +192,8 @@ def install_vgg_weights(name: str, source: str | os.PathLike | None = None) -> P
         if known.url is None:
             raise SpnirError(f"{known.description} has no download address; give a copy with "
                              f"`spnir weights {name} --from FILE`")
+        from spnir.progress import shows_bar  # tqdm, from the toolkit extra: imported only to download
+
         try:
             torch.hub.download_url_to_file(known.url, str(dest), hash_prefix=known.sha256, progress=shows_bar())
         except Exception as exc:  # network errors come in many types

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from spnir.commands import output_folder, positive_int, vgg_weights_source
+from spnir.optional import require
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spnir.demo import free_demo_folder, run_demo
+
+    for module in ("matplotlib", "skimage"):  # before minutes of training, not after
+        require(module, "the demo")
 
     out = args.out if args.out is not None else free_demo_folder("runs/demo")
     run_demo(out, args.iterations, args.vgg_weights, overwrite=args.overwrite)

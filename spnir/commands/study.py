@@ -6,6 +6,7 @@ import shlex
 import sys
 
 from spnir.commands import existing_file, output_folder
+from spnir.optional import require
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spnir.study import load_study, run_study, write_report
+
+    require("matplotlib", "the study's report")  # before hours of training, not after
 
     study = load_study(args.study)
     done = True

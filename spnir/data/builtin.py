@@ -30,6 +30,7 @@ import torch
 
 from spnir.errors import SpnirError
 from spnir.imageio import save_image
+from spnir.optional import require
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
@@ -44,7 +45,7 @@ _REDUCE = {"retina": 3}
 
 
 def _skimage_array(name: str) -> np.ndarray:
-    import skimage.data as skdata
+    skdata = require("skimage.data", "spnir's built-in photographs")
 
     if name in ("motorcycle_left", "motorcycle_right"):
         left, right, _ = skdata.stereo_motorcycle()
@@ -108,7 +109,7 @@ def _fill_invalid_rows(disp: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def _depth(name: str) -> torch.Tensor:
-    import skimage.data as skdata
+    skdata = require("skimage.data", "spnir's built-in photographs")
 
     _, _, disp = skdata.stereo_motorcycle()
     disp = _fill_invalid_rows(np.asarray(disp, dtype=np.float64))

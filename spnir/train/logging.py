@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from spnir.atomic import writing
+from spnir.optional import require
 from spnir.progress import Progress
 
 
@@ -48,6 +49,7 @@ class RunLogger:
         with writing(self.log_path):
             self._log_file = open(self.log_path, "a")
         if tensorboard:
+            require("tensorboard", "log.tensorboard")
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.folder / "tb"), purge_step=start_iter or None)

@@ -292,10 +292,10 @@ def _map_train(train: Options, kind: ModelType, config: Options, notes: list[str
         refused.append("train.perceptual_opt under a model_type without negatives (a perceptual loss towards GT "
                        "is not part of spnir; the fork's *Neg* model types make it SPN's negative term)")
     elif perceptual:
-        config["spn"] = _map_negative_loss(dict(perceptual), refused)
+        config["spn"] = map_negative_loss(dict(perceptual), refused)
     elif kind.negatives is not None:
         notes.append("no train.perceptual_opt: this model_type then computes no negative term; SPN off")
-    _map_negatives(train, kind, config.get("spn"), notes, refused)
+    map_negatives(train, kind, config.get("spn"), notes, refused)
     if not kind.ema:
         if "ema_decay" in train:
             notes.append("train.ema_decay ignored: this model_type keeps no EMA copy")
@@ -332,8 +332,8 @@ def _map_train(train: Options, kind: ModelType, config: Options, notes: list[str
 _NEG_KEYS = ("neg_iter", "neg_decay", "neg_start", "neg_t", "update_scaling")
 
 
-def _map_negatives(train: Options, kind: ModelType, spn: Options | None, notes: list[str],
-                   refused: list[str]) -> None:
+def map_negatives(train: Options, kind: ModelType, spn: Options | None, notes: list[str],
+                  refused: list[str]) -> None:
     """``neg_*`` -> the schedule of ``spn`` (None: SPN off), as the model type's class reads them."""
     if kind.negatives is None or spn is None:
         for key in _NEG_KEYS:
@@ -409,7 +409,8 @@ def _map_grad_clip(train: Options, kind: ModelType, config: Options, notes: list
                      "value as the max norm)")
 
 
-def _map_negative_loss(perceptual: Options, refused: list[str]) -> Options:
+def map_negative_loss(perceptual: Options, refused: list[str]) -> Options:
+    """``train.perceptual_opt`` (the fork's negative term) -> spnir's ``spn`` section (keys it cannot honour refused)."""
     spn: Options = {"enabled": True}
     perceptual.pop("type", None)
     if "layer_weights" in perceptual:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,3 +26,13 @@ def test_drop_in_example_without_imagenet_weights_stops_with_the_way_out(tmp_pat
     refused = _run(tmp_path, "--seconds", "2")
     assert refused.returncode != 0
     assert "spnir weights vgg16 --from FILE" in refused.stderr and "--vgg-weights random" in refused.stderr
+
+
+def test_drop_in_example_continues_with_its_negatives_from_its_checkpoint(tmp_path):
+    args = ("--seconds", "1", "--vgg-weights", "random", "--checkpoint", str(tmp_path / "run.pt"))
+    first, second = _run(tmp_path, *args), _run(tmp_path, *args)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    (before,) = re.findall(r"have taken (\d+) steps", first.stdout)
+    assert f"continuing from {tmp_path / 'run.pt'}: the negatives have taken {before} steps" in second.stdout
+    ran, taken = re.search(r"done: (\d+) steps.*have taken (\d+) steps", second.stdout).groups()
+    assert int(taken) == int(before) + int(ran)

@@ -6,11 +6,15 @@
 A kill at any moment leaves either the previous file or the complete new one (the data is flushed to disk
 before the rename, and the rename itself afterwards); a failed write leaves no temporary file behind and
 raises :class:`SpnirError` naming the file and the system's cause (disk full, not a directory, read-only...).
+A temporary is named ``.NAME.spnir-HOST-PID-XXXXXXXX.tmp``: the one a killed writer leaves is recognised as
+such and removed by :func:`remove_stale_temporaries` (training does it when a run starts or resumes).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,7 +29,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_WRITER}-{os.getpid()}-", suffix=".tmp", dir=path.parent)
         os.close(fd)
     tmp = Path(name)
     try:
@@ -47,7 +51,55 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:  # torch's zip writer fails in its __exit__ after our file refused a write
+            raise _os_error_behind(exc) or exc
+
+
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """The ``OSError`` (ENOSPC, EIO...) an exception was raised while handling, if any."""
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+_WRITER = "spnir-" + (re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host")
+_TEMPORARY = re.compile(r"^\..+\.spnir-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, any_host: bool = False) -> list[Path]:
+    """Remove the temporaries that writers killed mid-write left in ``folder`` (only files named as
+    :func:`atomic_path` names them); return them. A temporary of this host whose process is gone is stale;
+    with ``any_host`` (the caller holds the folder, e.g. a run's lock) so is every other but this process's."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match is None or not entry.is_file():
+            continue
+        mine = "spnir-" + match["host"] == _WRITER
+        if mine and (int(match["pid"]) == os.getpid() or _alive(int(match["pid"]))):
+            continue
+        if mine or any_host:
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 @contextlib.contextmanager

@@ -232,24 +232,26 @@ def evaluated_model(study: Study, setting: Setting, seed: int, out: Path) -> tor
         from spnir.train.build import build_model
 
         return build_model(study.run_config(setting, seed)["model"]).eval()
-    return final_model(run_dir(out, setting.name, seed))
+    return final_model(run_dir(out, setting.name, seed), study.run_config(setting, seed)["val"]["use_ema"])
 
 
-def final_model(folder: Path) -> torch.nn.Module:
-    """The finished run's evaluation model: its EMA weights if it has them, else the plain weights."""
+def final_model(folder: Path, use_ema: bool = True) -> torch.nn.Module:
+    """The finished run's evaluation model, the one its validation measures: the EMA weights if it has them
+    and ``use_ema`` (the config's ``val.use_ema``), else the plain weights."""
     from spnir.archs.checkpoint import model_from_checkpoint
 
-    for name in ("model_final_ema.pt", "model_final.pt"):
+    names = ("model_final_ema.pt", "model_final.pt") if use_ema else ("model_final.pt",)
+    for name in names:
         if (folder / name).is_file():
             return model_from_checkpoint(folder / name).eval()
-    raise SpnirError(f"{folder} has no model_final_ema.pt / model_final.pt: the run did not finish")
+    raise SpnirError(f"{folder} has no {' / '.join(names)}: the run did not finish")
 
 
 @torch.no_grad()
 def evaluate_run(study: Study, config: dict[str, Any], folder: Path, model: torch.nn.Module | None = None
                  ) -> dict[str, Any]:
     """Per-image PSNR/SSIM of a finished run (or of ``model``) on every evaluation set (``metrics.json``)."""
-    model = final_model(folder) if model is None else model
+    model = final_model(folder, config["val"]["use_ema"]) if model is None else model
     folder.mkdir(parents=True, exist_ok=True)
     val = config["val"]
     settings = MetricSettings(crop_border=val["crop_border"], y_channel=val["y_channel"], convention=val["convention"])

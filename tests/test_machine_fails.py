@@ -31,7 +31,7 @@ def _disk_full_for(monkeypatch, name: str) -> None:
 
     def mkstemp(prefix: str = "", suffix: str = "", dir: str | None = None):
         fd, path = real(prefix=prefix, suffix=suffix, dir=dir)
-        if prefix == f".{name}.":
+        if prefix.startswith(f".{name}."):
             os.close(fd)
             os.unlink(path)
             os.symlink("/dev/full", path)

@@ -55,14 +55,19 @@ def test_overwrite_replaces_the_run_and_keeps_other_files(data, tmp_path):
 
 def test_resume_with_changed_training_settings_is_refused_naming_keys(data, tmp_path):
     run_training(tiny_config(total=2), tmp_path / "run")
+    (tmp_path / "run" / "model_final.pt").unlink()  # an interrupted run (a finished one is not continued)
+    (tmp_path / "run" / "model_final_ema.pt").unlink()
     before = _snapshot(tmp_path / "run")
     changed = tiny_config(total=4)
     changed["optim"]["lr"] = 0.5
     with pytest.raises(SpnirError, match=r"optim\.lr"):
         run_training(changed, tmp_path / "run", resume="auto")
     assert _snapshot(tmp_path / "run") == before
-    longer = tiny_config(total=4, checkpoint={"every": 1})
-    result = run_training(longer, tmp_path / "run", resume="auto")  # length and checkpointing may change
+    with pytest.raises(SpnirError, match=r"length.*train\.total_iter: 2 -> 4.*add --set train\.total_iter=4"):
+        run_training(tiny_config(total=4), tmp_path / "run", resume="auto")  # a new length needs the user's word
+    assert _snapshot(tmp_path / "run") == before
+    longer = tiny_config(total=2, checkpoint={"every": 1})  # checkpointing may change; the length when told
+    result = run_training(longer, tmp_path / "run", resume="auto", overrides=["train.total_iter=4"])
     assert result.completed and result.iteration == 4
     history = read_history(tmp_path / "run")
     assert [h["iteration"] for h in history] == [0, 2]
@@ -77,8 +82,9 @@ def test_damaged_newest_checkpoint_falls_back_to_the_newest_intact(data, tmp_pat
     start = len(raw) // 3
     raw[start:start + 200] = bytes(b ^ 0xFF for b in raw[start:start + 200])
     newest.write_bytes(bytes(raw))
-    longer = tiny_config(total=5, checkpoint={"every": 1, "keep": 4})
-    result = run_training(longer, tmp_path / "run", resume="auto")
+    for name in ("model_final.pt", "model_final_ema.pt"):
+        (tmp_path / "run" / name).unlink()  # as if the run had been stopped after its last checkpoint
+    result = run_training(config, tmp_path / "run", resume="auto", overrides=["train.total_iter=5"])
     assert result.completed
     log = (tmp_path / "run" / "train.log").read_text()
     assert "iter_00000004.pt" in log and ("damaged" in log or "cannot read" in log)

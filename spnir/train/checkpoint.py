@@ -25,11 +25,15 @@ _NAME = re.compile(r"^iter_(\d+)\.pt$")
 
 
 class CheckpointDir:
-    """The ``checkpoints/`` folder of a run: ``save`` a state at an iteration, keep the newest ``keep``."""
+    """The ``checkpoints/`` folder of a run: ``save`` a state at an iteration, keep the newest ``keep`` valid ones.
+
+    Pruning counts only checkpoints that load as spnir training states: a file it cannot load (damaged,
+    foreign, a refused pickle) is neither counted nor deleted, so it never costs a good checkpoint."""
 
     def __init__(self, folder: str | os.PathLike, keep: int = 3) -> None:
         self.folder = Path(folder)
         self.keep = keep
+        self._valid: dict[Path, tuple[int, int, bool]] = {}  # path -> (size, mtime_ns, loads), checked once
 
     def path_for(self, iteration: int) -> Path:
         return self.folder / f"iter_{iteration:08d}.pt"
@@ -46,13 +50,41 @@ class CheckpointDir:
         entries = self.list()
         return entries[-1][1] if entries else None
 
+    def newest_valid(self) -> tuple[int, Path] | None:
+        """``(iteration, path)`` of the highest-iteration checkpoint that loads as a training state, or None."""
+        return next(((i, p) for i, p in reversed(self.list()) if self._loads(p)), None)
+
     def save(self, state: dict[str, Any], iteration: int) -> Path:
-        """Write ``state`` atomically as iteration ``iteration``, then drop all but the newest ``keep``."""
+        """Write ``state`` atomically as iteration ``iteration``, then delete the valid checkpoints older than
+        the newest ``keep`` valid ones."""
         path = self.path_for(iteration)
         save_torch_atomic(with_checksum(state), path)
-        for _, old in self.list()[:-self.keep]:
+        self.remember(path, True)
+        valid = [p for _, p in reversed(self.list()) if self._loads(p)]
+        for old in valid[self.keep:]:
             old.unlink(missing_ok=True)
         return path
+
+    def remember(self, path: Path, loads: bool) -> None:
+        """Note whether ``path`` (as it is now) loads, so pruning does not load it again."""
+        stat = path.stat()
+        self._valid[path] = (stat.st_size, stat.st_mtime_ns, loads)
+
+    def _loads(self, path: Path) -> bool:
+        """Whether ``path`` loads as a spnir training state (each file is loaded once; a changed file again)."""
+        try:
+            stat = path.stat()
+            known = self._valid.get(path)
+            if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+                return known[2]
+            load_state(path)
+            loads = True
+        except FileNotFoundError:
+            return False
+        except SpnirError:
+            loads = False
+        self.remember(path, loads)
+        return loads
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -124,7 +156,9 @@ def load_resume(resume: str | None, checkpoints: CheckpointDir,
             state = load_state(candidate)
         except SpnirError as exc:
             notes.append(f"passed over {exc}")
+            checkpoints.remember(candidate, False)
             continue
+        checkpoints.remember(candidate, True)
         if candidate != path:
             notes.append(f"resuming from {candidate}, the newest intact checkpoint")
         return candidate, state

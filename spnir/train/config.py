@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
-from spnir.errors import SpnirError
-from spnir.yamlfile import read_yaml
+from spnir.errors import SHOWN_CHARS, SpnirError, shown
+from spnir.yamlfile import parse_yaml, read_yaml
 
 Config = dict[str, Any]
 _REQUIRED = object()
@@ -62,6 +62,16 @@ def _decay(v: Any) -> bool:
     return 0.0 <= v < 1.0
 
 
+NAME_CHARS = 100  # names that become folders (the run's, a validation set's)
+
+
+def _folder_name(v: str) -> bool:
+    return 0 < len(v) <= NAME_CHARS and v not in (".", "..") and v.isprintable() and not any(c in v for c in "/\\")
+
+
+_NAME_RULE = f"a folder name: at most {NAME_CHARS} printable characters, no / or \\, not . or .."
+
+
 def _pos(default: Any, doc: str, nullable: bool = False, kind: str = "int") -> Field:
     return Field(kind, default, doc, check=_positive, expect="> 0", nullable=nullable)
 
@@ -92,14 +102,16 @@ _DATA_SOURCE: dict[str, Any] = {
 }
 
 _VAL_SET: dict[str, Any] = {
-    "name": Field("str", _REQUIRED, "name of the set in logs and tables"),
+    "name": Field("str", _REQUIRED, "name of the set in logs, tables and images/<iteration>/<name>",
+                  check=_folder_name, expect=_NAME_RULE),
     **_DATA_SOURCE,
     "split": Field("str", "val", "builtin split", choices=("train", "val")),
     "max_images": _pos(None, "evaluate only the first N images", nullable=True),
 }
 
 SCHEMA: dict[str, Any] = {
-    "name": Field("str", None, "run name (default: the config file's name)", nullable=True),
+    "name": Field("str", None, "run name, the default run folder runs/<name> (default: the config file's name)",
+                  nullable=True, check=_folder_name, expect=_NAME_RULE),
     "task": Field("str", "other", "what the run restores (informational)",
                   choices=("sr", "dehaze", "derain", "deblur", "denoise", "other")),
     "seed": _nonneg(0, "seed of model init, negatives' fresh init and data sampling"),
@@ -282,7 +294,7 @@ def load_config(
         raw = map_basicsr_options(raw, origin, notes if notes is not None else [])
     if raw.get("name") is None and not isinstance(source, dict):
         raw["name"] = Path(source).stem
-    applied = tuple((apply_override(raw, item), f"--set {item.strip()}") for item in overrides)
+    applied = tuple((apply_override(raw, item), f"--set {_shown_item(item)}") for item in overrides)
     return validate(raw, Origin(origin, applied))
 
 
@@ -317,18 +329,21 @@ def _is_basicsr(raw: Config) -> bool:
     return "network_g" in raw or "datasets" in raw
 
 
+def _shown_item(item: str) -> str:
+    """A ``--set`` item for messages, a long value cut (:func:`spnir.errors.shown`)."""
+    item = item.strip()
+    return item if len(item) <= SHOWN_CHARS else f"{item[:SHOWN_CHARS]}... ({len(item)} characters)"
+
+
 def apply_override(config: Config, item: str) -> str:
     """Set ``a.b.c=value`` in ``config`` (value parsed as YAML, so ``[1, 2]`` is a list); returns the key."""
     if "=" not in item:
-        raise SpnirError(f"--set {item!r}: expected key=value, e.g. optim.lr=2e-4")
+        raise SpnirError(f"--set {shown(item)}: expected key=value, e.g. optim.lr=2e-4")
     key, text = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise SpnirError(f"--set {item!r}: expected a dotted key before '=', e.g. optim.lr=2e-4")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpnirError(f"--set {key}: value {text!r} is not valid YAML: {exc}") from exc
+        raise SpnirError(f"--set {shown(item)}: expected a dotted key before '=', e.g. optim.lr=2e-4")
+    value = parse_yaml(text, f"--set {_shown_item(key)}")
     parts = key.split(".")
     node = config
     for depth, part in enumerate(parts[:-1]):
@@ -376,7 +391,7 @@ def _validate_section(raw: Any, schema: dict[str, Any], prefix: str, origin: Ori
     section = prefix.rstrip(".")
     if not isinstance(raw, dict):
         raise SpnirError(f"{origin.at(section)}: {section or 'the config'} must be a mapping of settings, "
-                         f"got {raw!r}")
+                         f"got {shown(raw)}")
     for key in raw:
         dotted = prefix + str(key)
         if dotted in RENAMED:
@@ -384,7 +399,7 @@ def _validate_section(raw: Any, schema: dict[str, Any], prefix: str, origin: Ori
         if key not in schema:
             near = difflib.get_close_matches(str(key), list(schema), n=2, cutoff=0.6)
             hint = f"; did you mean {' or '.join(prefix + n for n in near)}?" if near else ""
-            raise SpnirError(f"{origin.at(prefix + str(key))}: unknown key {prefix + str(key)!r}{hint} "
+            raise SpnirError(f"{origin.at(prefix + str(key))}: unknown key {shown(prefix + str(key))}{hint} "
                              f"(known here: {', '.join(schema)})")
     out: Config = {}
     for key, spec in schema.items():
@@ -414,9 +429,9 @@ def _check_value(value: Any, spec: Field, name: str, origin: Origin) -> Any:
         else:
             near = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise SpnirError(f"{origin.at(name)}: {name} = {value!r} is not one of {list(spec.choices)}{hint}")
+            raise SpnirError(f"{origin.at(name)}: {name} = {shown(value)} is not one of {list(spec.choices)}{hint}")
     if spec.check is not None and not spec.check(value):
-        raise SpnirError(f"{origin.at(name)}: {name} = {value!r}: expected {_describe(spec)}")
+        raise SpnirError(f"{origin.at(name)}: {name} = {shown(value)}: expected {_describe(spec)}")
     return value
 
 
@@ -449,7 +464,7 @@ def _number(value: Any, kind: str) -> Any:
 
 
 def _coerce(value: Any, spec: Field, name: str, origin: Origin) -> Any:
-    bad = SpnirError(f"{origin.at(name)}: {name} = {value!r} ({type(value).__name__}): expected {_describe(spec)}")
+    bad = SpnirError(f"{origin.at(name)}: {name} = {shown(value)} ({type(value).__name__}): expected {_describe(spec)}")
     kind = spec.kind
     if kind in ("int", "float"):
         number = _number(value, kind)
@@ -510,7 +525,7 @@ def check_runnable(config: Config, origin: str | Origin = "config") -> None:
         raise SpnirError(f"{origin.at('loss')}: {exc}") from None
     metrics = config["val"]["metrics"]
     if not isinstance(metrics, list):
-        raise SpnirError(f"{origin.at('val.metrics')}: val.metrics = {metrics!r}: expected a list drawn from "
+        raise SpnirError(f"{origin.at('val.metrics')}: val.metrics = {shown(metrics)}: expected a list drawn from "
                          f"{', '.join(METRICS)}")
     check_metric_names(metrics, f"{origin.at('val.metrics')}: val.metrics")
     scale = config["model"]["scale"] or 1
@@ -580,7 +595,7 @@ def import_factory(name: str) -> Any:
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise SpnirError(f"model.name = {name!r}: cannot import {attr} from {module_name}: {exc}") from exc
+        raise SpnirError(f"model.name = {shown(name)}: cannot import {attr} from {module_name}: {exc}") from exc
 
 
 def _check_spn(spn: Config, origin: Origin) -> None:
@@ -588,7 +603,7 @@ def _check_spn(spn: Config, origin: Origin) -> None:
         return
     weight = spn["weight"]
     if weight != "auto" and (_number(weight, "float") is None or _number(weight, "float") < 0):
-        raise SpnirError(f"{origin.at('spn.weight')}: spn.weight = {weight!r}: expected a number >= 0 or 'auto'")
+        raise SpnirError(f"{origin.at('spn.weight')}: spn.weight = {shown(weight)}: expected a number >= 0 or 'auto'")
     if weight != "auto":
         spn["weight"] = _number(weight, "float")
     if spn["source"] == "history" and len(spn["periods"]) != len(spn["decays"]):
@@ -624,7 +639,7 @@ def _check_spn(spn: Config, origin: Origin) -> None:
 
 def _check_source(source: Config, key: str, scale: int, origin: Origin) -> None:
     kind = source["type"]
-    where = f"{origin.at(key)}: {key}" + (f" ({source['name']!r})" if "name" in source else "")
+    where = f"{origin.at(key)}: {key}" + (f" ({shown(source['name'])})" if "name" in source else "")
     if kind == "paired" and (source["lq"] is None or source["gt"] is None):
         raise SpnirError(f"{where} of type paired needs both lq and gt folders")
     if kind == "clean" and source["gt"] is None:
@@ -654,7 +669,7 @@ def expand_path(value: str, key: str) -> Path:
     missing = [name for name in _VAR.findall(value) if not os.environ.get(name)]
     if missing:
         raise SpnirError(
-            f"{key} = {value!r} uses the environment variable {missing[0]}, which is not set; "
+            f"{key} = {shown(value)} uses the environment variable {missing[0]}, which is not set; "
             f"point it at your copy of the data, e.g. export {missing[0]}=/data/..."
         )
     return Path(os.path.expanduser(_VAR.sub(lambda m: os.environ[m.group(1)], value)))

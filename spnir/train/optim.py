@@ -25,6 +25,19 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], optim: dict[str, Any])
                eps=optim["eps"], fused=optim.get("fused"), foreach=optim.get("foreach"))
 
 
+def keep_kernels(optimizer: torch.optim.Optimizer, kernels: list[dict[str, Any]]) -> None:
+    """After ``optimizer.load_state_dict``: put back each group's ``fused``/``foreach`` choice (the loaded
+    groups carry the checkpoint's) and keep each ``step`` counter where that kernel reads it (on the
+    parameter's device for fused/capturable, else on the CPU)."""
+    for group, chosen in zip(optimizer.param_groups, kernels):
+        group.update(chosen)
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for param in group["params"]:
+            step = optimizer.state.get(param, {}).get("step")
+            if torch.is_tensor(step):
+                optimizer.state[param]["step"] = step.to(param.device if on_device else "cpu", torch.float32)
+
+
 def schedule_factor(sched: dict[str, Any], total: int, base_lr: float) -> Factor:
     """``t -> lr(t) / base_lr`` for the ``scheduler`` section; ``total`` is the run length in its unit."""
     kind = sched["type"]

@@ -2,13 +2,16 @@
 
 A run folder holds one run. ``history.yml`` in it lists every start and resume: when, the config file, every
 ``--set``, the iteration it started from and the settings that changed. Starting a run into a folder that
-already holds one is refused unless told (``--overwrite``); resuming with settings that change training is
-refused, naming the keys. What may change on a resume: :data:`MAY_CHANGE`.
+already holds one is refused unless told (``--overwrite``). On a resume, settings that do not change the
+trained weights (:data:`NEUTRAL`) may change and are recorded; the run's length (:data:`LENGTH`) changes
+the result, so it changes only when this command's own ``--set`` gives it; any other change is refused,
+naming the keys. A finished run (its ``model_final*.pt`` written) is never continued in its folder.
 """
 from __future__ import annotations
 
 import datetime
 import os
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -16,15 +19,21 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from spnir.atomic import atomic_path
-from spnir.errors import SpnirError
+from spnir.errors import SpnirError, shown
 from spnir.train.config import Config
+from spnir.yamlfile import read_yaml
 
 HISTORY = "history.yml"
-# Settings that do not change what is trained: the length of the run, logging, validation and checkpoints.
-MAY_CHANGE = ("name", "train.total_iter", "train.epochs", "log", "val", "data.val", "checkpoint",
-              "train.device", "train.cpu_allocator", "data.train.workers", "data.verify")
+# Settings that do not change what is trained: logging, validation, checkpoints, and how the same computation
+# runs (device, kernels, memory format, compilation, loader processes, the CPU allocator).
+NEUTRAL = ("name", "log", "val", "data.val", "checkpoint", "train.device", "train.cpu_allocator",
+           "data.train.workers", "data.verify", "train.compile", "train.channels_last", "train.cudnn_benchmark",
+           "optim.fused", "optim.foreach")
+# The run's length: a resume changes it only when told (schedules over the run are computed from it).
+LENGTH = ("train.total_iter", "train.epochs")
+FINAL_FILES = ("model_final.pt", "model_final_ema.pt")
 # What spnir writes into a run folder (and ``--overwrite`` removes); anything else there is left alone.
-RUN_FILES = ("config.yml", HISTORY, "train.log", "scalars.csv", "model_final.pt", "model_final_ema.pt")
+RUN_FILES = ("config.yml", HISTORY, "train.log", "scalars.csv", *FINAL_FILES)
 RUN_FOLDERS = ("checkpoints", "tb", "images")
 
 
@@ -63,30 +72,59 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _may_change(key: str) -> bool:
-    return any(key == allowed or key.startswith(allowed + ".") for allowed in MAY_CHANGE)
+def _within(key: str, names: Iterable[str]) -> bool:
+    return any(key == name or key.startswith(name + ".") for name in names)
 
 
-def changed_settings(recorded: Config, config: Config) -> tuple[list[str], list[str]]:
-    """``(refused, allowed)``: dotted keys whose values differ, split by whether a resume may change them."""
+def changed_settings(recorded: Config, config: Config) -> list[str]:
+    """The dotted keys whose values differ between the run's recorded config and ``config``."""
     before, after = _flatten(recorded), _flatten(config)
-    differing = sorted(k for k in before.keys() | after.keys() if before.get(k, "<absent>") != after.get(k, "<absent>"))
-    return [k for k in differing if not _may_change(k)], [k for k in differing if _may_change(k)]
+    return sorted(k for k in before.keys() | after.keys() if before.get(k, "<absent>") != after.get(k, "<absent>"))
 
 
-def check_resume_settings(recorded: Config, config: Config, source: str) -> list[str]:
-    """Refuse a resume that changes training; return the allowed keys that changed (for the record)."""
-    refused, allowed = changed_settings(recorded, config)
+def check_resume_settings(recorded: Config, config: Config, source: str, given: Sequence[str] = (),
+                          started_with: Sequence[str] | None = None) -> list[str]:
+    """Refuse a resume that changes the result; return the keys that changed (for the record).
+
+    ``given``: the keys this command's ``--set`` gave (the user's word for a new length); ``started_with``:
+    the ``--set`` of the run's last start, quoted in the refusal so it can be given again."""
+    differing = changed_settings(recorded, config)
+    refused = [k for k in differing if not _within(k, NEUTRAL) and not _within(k, LENGTH)]
+    unconfirmed = [k for k in differing if _within(k, LENGTH) and not _within(k, given)]
+    if not refused and not unconfirmed:
+        return differing
+    before, after = _flatten(recorded), _flatten(config)
+    listed = refused or unconfirmed
+    values = "; ".join(f"{k}: {shown(before.get(k, '<absent>'))} -> {shown(after.get(k, '<absent>'))}"
+                       for k in listed[:6])
+    more = f" (and {len(listed) - 6} more)" if len(listed) > 6 else ""
+    again = (f"; the run was last started with {' '.join('--set ' + shlex.quote(s) for s in started_with)}"
+             if started_with else "")
     if refused:
-        before, after = _flatten(recorded), _flatten(config)
-        shown = "; ".join(f"{k}: {before.get(k, '<absent>')!r} -> {after.get(k, '<absent>')!r}" for k in refused[:6])
-        more = f" (and {len(refused) - 6} more)" if len(refused) > 6 else ""
         raise SpnirError(
-            f"cannot resume {source}: these settings differ from the run's own and change training: {shown}{more}. "
-            f"Resume with the command the run was started with (see history.yml in the run folder), or start a "
-            f"new run in a fresh --out folder"
-        )
-    return allowed
+            f"cannot resume {source}: these settings differ from the run's own and change what is trained: "
+            f"{values}{more}. Resume with the settings the run was started with (history.yml in the run folder "
+            f"lists them{again}), or start a new run in a fresh --out folder")
+    wanted = " ".join(f"--set {k}={after[k]}" for k in unconfirmed if after.get(k) is not None)
+    raise SpnirError(
+        f"cannot resume {source}: the run's length differs from its own: {values}. The length changes the result "
+        f"(the learning-rate schedule is computed from it), so it changes only when this command says so: to "
+        f"continue the run as it was started, give its own value again{again or ' (history.yml lists its --set)'}; "
+        f"to change the length, add {wanted or 'the new length with --set'} to this command")
+
+
+def final_weights(out_dir: Path) -> list[str]:
+    """The final weights files in ``out_dir`` (a finished run's)."""
+    return [name for name in FINAL_FILES if (out_dir / name).is_file()]
+
+
+def refuse_continuing_finished(out_dir: Path, finals: list[str], newest: Path | None) -> None:
+    """Raise the error for a resume that would train on in a finished run's folder."""
+    start_from = f"--resume {shlex.quote(str(newest))}" if newest is not None else "--resume CHECKPOINT"
+    raise SpnirError(
+        f"{out_dir} holds a finished run ({', '.join(finals)}); continuing it there would replace its result. "
+        f"To train on from its end, start a new run from its last checkpoint: {start_from} --out NEW_FOLDER "
+        f"(with --set of the new length)")
 
 
 def read_history(out_dir: Path) -> list[dict[str, Any]]:
@@ -94,8 +132,8 @@ def read_history(out_dir: Path) -> list[dict[str, Any]]:
     path = out_dir / HISTORY
     if not path.is_file():
         return []
-    entries = yaml.safe_load(path.read_text()) or []
-    return entries if isinstance(entries, list) else []
+    entries = read_yaml(path) or []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
 def record_start(out_dir: Path, config_file: str | None, overrides: Sequence[str], iteration: int,
@@ -114,8 +152,6 @@ def record_start(out_dir: Path, config_file: str | None, overrides: Sequence[str
 
 def resume_command(config_file: str, overrides: Sequence[str], out_dir: Path) -> str:
     """The ``spnir train`` command that continues this run, to paste verbatim."""
-    import shlex
-
     words = ["spnir", "train", "-c", config_file]
     for item in overrides:
         words += ["--set", item]

@@ -30,6 +30,7 @@ from spnir.spn import SPN
 from spnir.train.checkpoint import CheckpointDir, rng_state, set_rng_state
 from spnir.train.distributed import DistContext, all_reduce_sum
 from spnir.train.logging import RunLogger
+from spnir.train.optim import keep_kernels
 from spnir.train.validation import Validator
 
 STATE_FORMAT = "spnir-train-state"
@@ -153,7 +154,9 @@ class Trainer:
             p.ema.load_state_dict(state["ema"])
         if p.spn is not None:
             p.spn.load_state_dict(state["spn"])
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in p.optimizer.param_groups]
         p.optimizer.load_state_dict(state["optimizer"])
+        keep_kernels(p.optimizer, kernels)  # optim.fused/foreach are this run's (result-neutral), not the file's
         p.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])

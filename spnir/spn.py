@@ -329,7 +329,8 @@ class NegativeLoss(nn.Module):
         if self._optimizer_hooks:
             raise SpnirError("this loss is already attached to an optimizer; spn.detach() first")
         if optimizer in _DRIVING:
-            raise SpnirError(f"this {type(optimizer).__name__} already drives a negative loss; attach one per optimizer")
+            raise SpnirError(f"this {type(optimizer).__name__} already drives a negative loss; attach one loss per "
+                             "optimizer")
         target = getattr(self.negatives, "target", None)
         if isinstance(target, nn.Module):
             optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -371,7 +372,11 @@ class NegativeLoss(nn.Module):
             raise SpnirError(f"the {type(optimizer).__name__} state has no '{OPTIMIZER_STATE_KEY}' entry: it was saved "
                              "without an attached negative loss; load it before spn.attach(optimizer) to keep this "
                              "loss as it is")
-        self.load_state_dict(state.pop(OPTIMIZER_STATE_KEY))
+        try:
+            self.load_state_dict(state.pop(OPTIMIZER_STATE_KEY))
+        except RuntimeError as exc:  # torch's missing / unexpected keys, over several lines
+            raise SpnirError(f"the {type(optimizer).__name__} state's '{OPTIMIZER_STATE_KEY}' entry does not fit "
+                             f"this {type(self).__name__}: {' '.join(str(exc).split())}") from None
 
     def pending_residual_std(self) -> torch.Tensor | None:
         """What the adaptive refresh will decide on at the next :meth:`step` (a device tensor), or None."""

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from spnir import SPN, SpnirError
+from spnir import SPN, NegativeLoss, SpnirError
+from spnir.negative_sources import InputNegatives
 
 
 def bn_net() -> nn.Module:
@@ -144,6 +145,11 @@ def test_state_rides_in_the_optimizer_state_and_loads_with_weights_only():
     make_spn(fresh_model, periods=(2, 3, 4), decays=(0.5, 0.3, 0.1), weight="auto").attach(three)
     with pytest.raises(SpnirError, match=r"negative-bank state does not fit this target model \(3 negatives\)"):
         three.load_state_dict(saved)
+
+    stateless = torch.optim.Adam(fresh_model.parameters(), lr=1e-2)
+    NegativeLoss(InputNegatives(), layer_weights={"pixels": 1.0}, features=lambda x: {"pixels": x}).attach(stateless)
+    with pytest.raises(SpnirError, match="Adam state's 'spnir' entry does not fit this NegativeLoss: .*Unexpected"):
+        stateless.load_state_dict(saved)
 
     plain = torch.optim.Adam(model.parameters(), lr=1e-2).state_dict()
     with pytest.raises(SpnirError, match="has no 'spnir' entry.*load it before spn.attach"):

@@ -596,6 +596,44 @@ def _has_step_s(folder: Path) -> bool:
     return bool(read_scalars(folder / "scalars.csv").get("step_s"))
 
 
+def feature_spaces(study: Study) -> list[str]:
+    """The SPN feature space of each setting that has a VGG-based negative term, in words."""
+    from spnir.vgg_weights import resolve_feature_space
+
+    lines = []
+    for setting in study.settings:
+        spn = study.run_config(setting, study.seeds[0])["spn"]
+        if setting.evaluate_only or not spn["enabled"] or not isinstance(spn["features"], str):
+            continue
+        try:
+            space = resolve_feature_space(spn["features"], spn["vgg_weights"], seed=study.seeds[0]).description
+        except SpnirError:  # the weights are gone since the runs: name the setting as it was given
+            space = f"{spn['features']} vgg_weights {spn['vgg_weights']}"
+        lines.append(f"`{setting.name}`: {space}")
+    return lines
+
+
+def negative_term_rows(study: Study, out: Path) -> list[str]:
+    """A table row per SPN setting: the last logged negative term, L1 loss and their ratio, mean over seeds."""
+    from spnir.train.logging import read_scalars
+
+    rows = []
+    for setting in study.settings:
+        shares, terms, pixels = [], [], []
+        for seed in study.seeds:
+            path = run_dir(out, setting.name, seed) / "scalars.csv"
+            series = read_scalars(path) if path.is_file() else {}
+            if series.get("spn/neg_term") and series.get("loss/pix"):
+                term, pixel = series["spn/neg_term"][-1][1], series["loss/pix"][-1][1]
+                shares.append(abs(term) / pixel)
+                terms.append(term)
+                pixels.append(pixel)
+        if shares:
+            term, pixel, share = (mean_std(values)[0] for values in (terms, pixels, shares))
+            rows.append(f"| {setting.name} | {term:.3g} | {pixel:.4f} | {share:.3f} | {len(shares)} |")
+    return rows
+
+
 def _compute_lines(study: Study, out: Path) -> list[str]:
     lines = []
     for setting in study.settings:
@@ -638,6 +676,13 @@ def write_report(study: Study, out: str | Path, command: str = "", report_dir: s
     lines[-2:] = ["| setting | overrides | iterations | training speed (it/s) | train step (s, median) |",
                   "|---|---|---|---|---|"]
     lines += [_setting_row(study, s, out, its) for s in study.settings]
+    spaces = feature_spaces(study)
+    if spaces:
+        lines += ["", "SPN feature space: " + "; ".join(spaces) + "."]
+    terms = negative_term_rows(study, out)
+    if terms:
+        lines += ["", "The negative term at the end of training (last logged values, batch means; mean over seeds):", "",
+                  "| setting | negative term | L1 loss | \\|term\\| / L1 | seeds |", "|---|---|---|---|---|", *terms]
     compute = _compute_lines(study, out)
     if compute:
         lines += ["", "Equal-compute runs (step times measured in the same seed's runs, this machine):", "", *compute]

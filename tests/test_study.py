@@ -100,6 +100,10 @@ def test_study_runs_skips_finished_resumes_interrupted_and_reports(tmp_path, mon
     for name in ("baseline", "spn", "cr"):
         assert f"| {name} | 1 |" in text
     assert "| spn | tiny | 1 | 1 |" in text and "p (seeds)" in text  # paired seeds, images
+    assert "SPN feature space: `spn`: vgg16 with seeded random weights (seed 0), not an ImageNet feature space" in text
+    table = text.split("| setting | negative term | L1 loss |")[1].split("\n\n")[0].splitlines()[2:]
+    assert [row.split(" | ")[0] for row in table] == ["| spn", "| cr"] and all(r.endswith("| 1 |") for r in table)
+    assert float(table[0].split(" | ")[1]) < 0 < float(table[0].split(" | ")[3])  # signed term, |term| / L1
     assert (tmp_path / "report" / "curves.png").is_file() and (tmp_path / "report" / "comparison.png").is_file()
 
 

@@ -40,14 +40,13 @@ assert not hidden, f"the core environment sees {{hidden}}"
 torch.manual_seed(0)
 model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
 opt = torch.optim.Adam(model.parameters(), 1e-3)
-spn = SPN(model, weight=0.001, vgg_weights="random", periods=(2,), decays=(0.1,))
+spn = SPN(model, weight=0.001, vgg_weights="random", periods=(2,), decays=(0.1,)).attach(opt)
 for _ in range(4):
     lq, gt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     out = model(lq)
     loss = F.l1_loss(out, gt) + spn(lq, out)
     opt.zero_grad(); loss.backward(); opt.step()
-    spn.step()
-assert torch.isfinite(loss) and spn.stats()["neg_term"] < 0, spn.stats()
+assert torch.isfinite(loss) and spn.stats()["neg_term"] < 0 and spn.negatives.steps == 4, spn.stats()
 print("loop ok", float(loss))
 """
 
@@ -120,7 +119,7 @@ def test_sdist_and_wheel_pass_twine_check_and_the_core_is_torch_numpy_safetensor
     assert core == CORE
     extras = {line.split(":", 1)[1].strip() for line in lines if line.startswith("Provides-Extra:")}
     assert {"toolkit", "export", "wandb", "lightning", "all", "test"} <= extras
-    assert "spnir/optional.py" in names
+    assert "spnir/optional.py" in names and "spnir/integrations/lightning.py" in names
     assert not any(n.startswith("tests/") for n in names)
 
 

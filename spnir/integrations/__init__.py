@@ -1,1 +1,2 @@
-"""Adapters that put SPN into other training frameworks (imported only when used; none is a dependency)."""
+"""SPN in trainers other than spnir's own: :mod:`spnir.integrations.lightning` (a PyTorch Lightning callback).
+Each module imports its trainer only when it is imported; ``docs/integrations.md`` says what each needs."""

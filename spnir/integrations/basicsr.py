@@ -41,6 +41,7 @@ from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
 from spnir.spn import DEFAULT_LAYER_WEIGHTS, SPN
 from spnir.train.basicsr import MODEL_TYPES, ModelType, map_negative_loss, map_negatives
+from spnir.vgg_weights import resolve_feature_space
 
 MODULE = "spnir.integrations.basicsr"  # the module the registered classes name, also when this file runs as __main__
 Options = dict[str, Any]
@@ -59,6 +60,7 @@ CLASSES: dict[str, tuple[str, str, ModelType]] = {
     "ImageRestorationNegModel_Multi": ("basicsr.models.image_restoration_model", "ImageRestorationModel",
                                        dataclasses.replace(_NAFNET_BASE, negatives="multi", neg_start=0.01)),
 }
+ASK_RANDOM_VGG = "train.perceptual_opt.vgg_weights: random in the option file"
 INSTALL_HINT = ("install BasicSR from its repository (pip install --no-deps -e PATH, or PYTHONPATH=PATH), or put "
                 "NAFNet's repository on PYTHONPATH; PyPI's basicsr 1.4.2 does not import with torchvision >= 0.17")
 
@@ -105,6 +107,7 @@ def fresh_networks(build_network: NetworkBuilder, network_opt: Mapping[str, Any]
 def build_spn(net: nn.Module, settings: Mapping[str, Any], fresh_model: Callable[[], nn.Module], seed: int) -> SPN:
     """The :class:`SPN` of :func:`negative_settings` for ``net``, on ``net``'s device."""
     layer_weights = dict(settings.get("layer_weights") or DEFAULT_LAYER_WEIGHTS)
+    resolve_feature_space(settings["features"], settings["vgg_weights"], ask_random=ASK_RANDOM_VGG)
     features = VGGFeatures(settings["features"], list(layer_weights), vgg_weights=settings["vgg_weights"], input_norm=settings["input_norm"],
                            range_norm=settings["range_norm"], seed=seed)
     spn = SPN(net, weight=settings["weight"], layer_weights=layer_weights, features=features,

@@ -12,13 +12,20 @@ What is converted, and reported in :attr:`LoadedImage.notes`:
 One-channel models get :func:`to_gray` of the image (the file's own gray values for a grayscale file).
 
 What is rejected with a :class:`~spnir.errors.SpnirError` naming the file: unreadable or truncated files,
-images with real transparency, 16-bit files (benchmarks and metrics assume 8 bits per channel).
+images with real transparency, 16-bit files (benchmarks and metrics assume 8 bits per channel), and headers
+claiming more pixels than Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS`` times two, 179
+megapixels by default; a 69-byte PNG can claim 20000x20000). Images between half that limit and the limit
+are read without Pillow's warning; whether restoring them fits in memory is :mod:`spnir.restore`'s check.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -83,6 +90,21 @@ def _refuse_wide_mode(path: Path, mode: str) -> None:
         raise SpnirError(f"{path}: {mode} image (16/32-bit); expected 8 bits per channel")
 
 
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)``; a decompression bomb becomes :class:`SpnirError` naming the file, and Pillow's
+    warning below its limit stays quiet (one line per bad image, nothing else on stderr)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                yield img
+    except Image.DecompressionBombError as exc:
+        claimed, limit = (re.findall(r"\d+", str(exc)) + ["?", "?"])[:2]
+        raise SpnirError(f"{path}: refused: its header claims {claimed} pixels, over Pillow's decompression-bomb "
+                         f"limit of {limit}; expected a smaller image (or a damaged or hostile file)") from None
+
+
 def header_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(H, W)`` of an image file from its header, without decoding the pixels; what the header shows
     :func:`load_image` would refuse (not an image, 16/32-bit) is refused here, naming the file. A truncated
@@ -90,9 +112,11 @@ def header_size(path: str | os.PathLike) -> tuple[int, int]:
     path = Path(path)
     _refuse_missing_or_wide(path)
     try:
-        with Image.open(path) as img:
+        with _opened(path) as img:
             width, height = img.size
             mode = img.mode
+    except SpnirError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SpnirError(f"{path}: cannot read image header ({exc}); expected an intact image file") from exc
     _refuse_wide_mode(path, mode)
@@ -107,7 +131,7 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     notes: list[str] = []
     _refuse_missing_or_wide(path)
     try:
-        with Image.open(path) as img:
+        with _opened(path) as img:
             img.load()
             mode = img.mode
             _refuse_wide_mode(path, mode)

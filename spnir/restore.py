@@ -6,13 +6,25 @@ weights that ramp linearly across the overlaps, so seams blend. The weights are 
 times a column factor) and the tiles form a grid, so the normalisation is the outer product of two 1-D
 sums: no per-pixel weight image is kept. With a tile at least the image size there is one tile of weight
 1 and the result equals whole-image inference exactly.
+
+Memory is checked before an image is restored (:func:`check_memory`): the model's peak tensor memory is
+measured once on two small inputs (:class:`MemoryModel`, every tensor the model's operations allocate, alive
+at the same time), extrapolated to the image size or the tile size (plus the whole input and output), and
+compared with the memory available on the device (:func:`available_memory`). An image that would not fit is
+refused naming the need, what is free and a ``--tile`` size that fits.
 """
 from __future__ import annotations
 
 import itertools
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from spnir.errors import SpnirError
 
@@ -132,3 +144,146 @@ def _restore_tiled(run: _TileRunner, lq: torch.Tensor, scale: int, tile: int, ov
             weight = (wy[:, None] * wx[None, :]).to(lq.device)
             out[:, :, top * scale:(top + th) * scale, left * scale:(left + tw) * scale] += y * weight
     return out / (row_sum[:, None] * col_sum[None, :]).to(lq.device)
+
+
+# -- memory --------------------------------------------------------------------------------------------------
+class _PeakBytes(TorchDispatchMode):
+    """Counts the storage bytes the operations run under it allocate, while they are alive; keeps the peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self.alive: set[int] = set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                key, size = storage.data_ptr(), storage.nbytes()
+                if size and key not in self.alive:
+                    self.alive.add(key)
+                    self.live += size
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(tensor, self._free, key, size)
+        return out
+
+    def _free(self, key: int, size: int) -> None:
+        self.alive.discard(key)
+        self.live -= size
+
+
+def _peak_bytes(model: nn.Module, channels: int, height: int, width: int, device: torch.device,
+                dtype: torch.dtype) -> int:
+    image = torch.rand(1, channels, height, width, device=device, dtype=dtype)
+    tracker = _PeakBytes()
+    with torch.inference_mode(), tracker:
+        model(image)
+    return tracker.peak
+
+
+def probe_side(model: nn.Module) -> int:
+    """The side of :meth:`MemoryModel.measure`'s inputs: 32 px, or the model's smallest side (IDT: its patch)."""
+    return max(32, int(getattr(model, "export_min_size", 0)))
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Peak bytes of one forward pass on an ``H x W`` input: ``fixed + per_pixel * H * W`` (not counting
+    the weights and the input), measured on two square inputs (:meth:`measure`)."""
+
+    fixed: float
+    per_pixel: float
+
+    @classmethod
+    def measure(cls, model: nn.Module, channels: int = 3) -> "MemoryModel":
+        """Run ``model`` on ``s x s`` and ``s x 2s`` inputs (``s``: 32, or the model's smallest side)."""
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None else torch.float32
+        side = probe_side(model)
+        small, large = (_peak_bytes(model, channels, side, w, device, dtype) for w in (side, 2 * side))
+        per_pixel = (large - small) / (side * side) if large > small else large / (2 * side * side)
+        return cls(fixed=max(small - per_pixel * side * side, 0.0), per_pixel=per_pixel)
+
+    def forward_bytes(self, height: int, width: int) -> int:
+        return int(self.fixed + self.per_pixel * height * width)
+
+
+def restore_bytes(memory: MemoryModel, height: int, width: int, scale: int, channels: int = 3,
+                  tile: int | None = None) -> int:
+    """Bytes restoring an ``height x width`` image needs: the input and the float32 output, plus one forward
+    pass on the whole image or on one ``tile``."""
+    images = 4 * channels * height * width * (1 + scale * scale)
+    if tile is None:
+        return images + memory.forward_bytes(height, width)
+    return images + memory.forward_bytes(min(tile, height), min(tile, width))
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes free for tensors on ``device``: CUDA's free memory, or on the CPU the kernel's ``MemAvailable``
+    bounded by the cgroup limit (None where neither can be read)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def _gb(size: float) -> str:
+    return f"{size / 1e9:.2g} GB" if size >= 1e8 else f"{size / 1e6:.2g} MB"
+
+
+def check_memory(memory: MemoryModel, height: int, width: int, scale: int, device: torch.device | str,
+                 channels: int = 3, tile: int | None = None, tile_option: str = "--tile") -> None:
+    """Refuse, before allocating, a restore of an ``height x width`` image that needs more than the memory
+    :func:`available_memory` reports, suggesting ``tile_option`` with a tile size that fits when one does
+    (``tile_option=""``: the caller cannot tile)."""
+    free = available_memory(device)
+    need = restore_bytes(memory, height, width, scale, channels, tile)
+    if free is None or need <= free:
+        return
+    what = f"restoring {width}x{height}" + (f" in {tile} px tiles" if tile else " whole")
+    base = f"{what} needs about {_gb(need)}, more than the {_gb(free)} free on {torch.device(device).type}"
+    if not tile_option:
+        raise SpnirError(f"{base}; this restores whole images: use a smaller image or a machine with more memory")
+    fits = [t for t in (2048, 1024, 512, 256, 128, 64) if t < max(height, width)
+            and restore_bytes(memory, height, width, scale, channels, t) <= free]
+    if fits:
+        raise SpnirError(f"{base}; restore it in tiles: {tile_option} {fits[0]}")
+    raise SpnirError(f"{base}; even in tiles the image and its output do not fit: use a smaller image or a "
+                     "machine with more memory")
+
+
+class MemoryCheck:
+    """:func:`check_memory` for one model on one device, image after image. The model is measured when the
+    first image larger than the measuring inputs comes (smaller ones need no more than measuring would)."""
+
+    def __init__(self, model: nn.Module, scale: int, device: torch.device | str, channels: int = 3,
+                 tile: int | None = None, tile_option: str = "--tile") -> None:
+        self.model, self.scale, self.device, self.channels = model, scale, device, channels
+        self.tile, self.tile_option = tile, tile_option
+        self.memory: MemoryModel | None = None
+
+    def __call__(self, height: int, width: int) -> None:
+        if self.memory is None:
+            if height * width <= 2 * probe_side(self.model) ** 2:
+                return
+            self.memory = MemoryModel.measure(self.model, self.channels)
+        check_memory(self.memory, height, width, self.scale, self.device, self.channels, self.tile,
+                     self.tile_option)

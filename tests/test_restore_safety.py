@@ -64,7 +64,7 @@ def test_a_second_run_refuses_to_overwrite_unless_told(tmp_path, ckpt, capsys):
     first = (out / "a.png").read_bytes()
     (out / "a.png").write_bytes(b"kept")
     assert _restore(tmp_path / "in", "--checkpoint", ckpt, "--out", out) == 2
-    assert f"{out / 'a.png'} already exists (and 1 more); use --overwrite" in capsys.readouterr().err
+    assert f"{out / 'a.png'} already exists (and 1 more); use --skip-existing" in capsys.readouterr().err
     assert (out / "a.png").read_bytes() == b"kept"
     assert _restore(tmp_path / "in", "--checkpoint", ckpt, "--out", out, "--overwrite") == 0
     assert (out / "a.png").read_bytes() == first
@@ -118,7 +118,8 @@ def test_two_inputs_writing_one_output_are_refused(tmp_path, ckpt, capsys, no_mo
     _photo(tmp_path / "in" / "a.jpg")
     _photo(tmp_path / "in" / "a.png")
     assert _restore(tmp_path / "in", "--checkpoint", ckpt, "--out", tmp_path / "o") == 2
-    assert f"would both be written as {tmp_path / 'o' / 'a.png'}" in capsys.readouterr().err
+    inputs = sorted(str(tmp_path / "in" / name) for name in ("a.jpg", "a.png"))
+    assert f"{inputs[1]} and {inputs[0]} would both be written as {tmp_path / 'o' / 'a.png'}" in capsys.readouterr().err
 
 
 def test_a_broken_image_is_skipped_with_its_reason_or_stops_the_run(tmp_path, ckpt, capsys):

@@ -16,13 +16,15 @@ makes the noisy input from clean images (``--noise-protocol``, see :mod:`spnir.e
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from spnir.commands import (
-    add_runtime_arguments, existing_file, existing_folder, non_negative_int, output_file, positive_int, preset_name,
+    add_runtime_arguments, existing_file, existing_folder, non_negative_int, output_file, positive_int,
     runtime_device, vgg_weights_source,
 )
 from spnir.atomic import atomic_path
@@ -30,7 +32,7 @@ from spnir.errors import SpnirError
 from spnir.evaluation import (NOISE_PROTOCOLS, TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set, format_table,
                               results_json)
 from spnir.imresize import imresize
-from spnir.metric_suite import MetricSuite, check_metric_names
+from spnir.metric_suite import PERCEPTUAL, MetricSuite, check_metric_names
 from spnir.metrics import CONVENTIONS, MetricSettings
 
 
@@ -43,19 +45,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="preset override (YAML value) on top of a spnir checkpoint's recorded ones, e.g. "
                              "--set local=true (NAFNet's test-time local statistics); repeatable")
-    parser.add_argument("--task", choices=TASKS, default="sr", help="restoration task (default: sr)")
-    parser.add_argument("--scale", type=positive_int, help="SR factor (required for --task sr; 1 otherwise)")
+    parser.add_argument("--task", choices=TASKS,
+                        help="restoration task (default: the one a spnir checkpoint records, else sr)")
+    parser.add_argument("--scale", type=positive_int,
+                        help="SR factor (required for --task sr unless a spnir checkpoint records it; 1 otherwise)")
     parser.add_argument("--data", nargs="+", default=[], metavar="DIR", type=existing_folder,
                         help="benchmark sets: a folder of HR images (SR), or a folder holding LQ/GT sub-folders")
     parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("LQ_DIR", "GT_DIR"),
                         type=existing_folder, help="a paired set given as two folders (repeatable)")
-    parser.add_argument("--sigma", type=float, metavar="S",
+    parser.add_argument("--sigma", type=_sigma, metavar="S",
                         help="--task denoise: add Gaussian noise of this std (0..255 units) to clean --data images")
-    parser.add_argument("--noise-protocol", choices=NOISE_PROTOCOLS, default="float",
-                        help="float: noisy input neither clipped nor rounded (KAIR's test script, the published "
-                             "tables); 8bit: clipped and rounded as a saved noisy file (default: float)")
-    parser.add_argument("--noise-seed", type=int, default=0,
-                        help="seed of numpy's RandomState, reset for every image as KAIR does (default: 0)")
+    parser.add_argument("--noise-protocol", choices=NOISE_PROTOCOLS,
+                        help="with --sigma: float: noisy input neither clipped nor rounded (KAIR's test script, the "
+                             "published tables); 8bit: clipped and rounded as a saved noisy file (default: float)")
+    parser.add_argument("--noise-seed", type=int,
+                        help="with --sigma: seed of numpy's RandomState, reset for every image as KAIR does "
+                             "(default: 0)")
     parser.add_argument("--convention", choices=CONVENTIONS, default="basicsr",
                         help="Y channel as float (basicsr, PyTorch frameworks) or rounded to 8 bit (matlab, "
                              "the classic tables); default: basicsr")
@@ -78,7 +83,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _method(text: str) -> str:
     """``bicubic`` or a model preset; a typo names the near match."""
-    return text if text == "bicubic" else preset_name(text)
+    from spnir.archs import list_models
+
+    if text == "bicubic" or text in list_models():
+        return text
+    choices = ["bicubic", *list_models()]
+    near = difflib.get_close_matches(text, choices, n=3)
+    hint = f" (did you mean {', '.join(near)}?)" if near else ""
+    raise argparse.ArgumentTypeError(f"unknown method {text!r}{hint}; known: {', '.join(choices)}")
+
+
+def _sigma(text: str) -> float:
+    """A noise level from 0 to 255 (8-bit units)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range; expected a noise std from 0 to 255 (8-bit "
+                                         "units, e.g. 25)")
+    return value
 
 
 def _metric_list(text: str) -> list[str]:
@@ -86,6 +110,20 @@ def _metric_list(text: str) -> list[str]:
         return check_metric_names([t.strip() for t in text.split(",") if t.strip()], "--metrics")
     except SpnirError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _recorded(args: argparse.Namespace) -> None:
+    """Fill ``--task`` and ``--scale`` from what a spnir checkpoint records, where they are not given."""
+    if args.checkpoint and (args.task is None or args.scale is None):
+        from spnir.archs.checkpoint import checkpoint_preset, read_checkpoint
+        from spnir.archs.registry import get_preset
+
+        record = checkpoint_preset(read_checkpoint(args.checkpoint))
+        if record and (args.model in (None, record["name"])):
+            args.task = args.task or get_preset(record["name"]).task
+            if args.scale is None and args.task == "sr":
+                args.scale = record.get("scale")
+    args.task = args.task or "sr"
 
 
 def _scale(args: argparse.Namespace) -> int:
@@ -100,13 +138,21 @@ def _scale(args: argparse.Namespace) -> int:
 
 def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:
     from spnir.archs.checkpoint import input_channels, model_for_inference, parse_overrides
+    from spnir.restore import MemoryCheck
 
     if not args.checkpoint:
         raise SpnirError(f"--model {args.model} needs --checkpoint PATH (its trained weights)")
     model, _ = model_for_inference(args.checkpoint, args.model, scale, args.key, parse_overrides(args.overrides),
                                    cli=True)
     model.eval().to(device)
-    return (lambda lq: model(lq).clamp(0, 1)), model.spnir_preset["name"], input_channels(model)
+    channels = input_channels(model)
+    fits = MemoryCheck(model, scale, device, channels, tile_option="")
+
+    def restore(lq: torch.Tensor) -> torch.Tensor:
+        fits(*lq.shape[-2:])
+        return model(lq).clamp(0, 1)
+
+    return restore, model.spnir_preset["name"], channels
 
 
 def _restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:
@@ -121,6 +167,11 @@ def _restore(args: argparse.Namespace, scale: int, device: torch.device) -> tupl
 
 
 def _sets(args: argparse.Namespace, scale: int) -> list[BenchmarkSet]:
+    noise_options = [o for o, v in (("--noise-protocol", args.noise_protocol), ("--noise-seed", args.noise_seed))
+                     if v is not None]
+    if noise_options and args.sigma is None:
+        raise SpnirError(f"{' and '.join(noise_options)} shape the noise --sigma S adds (--task denoise on clean "
+                         "--data folders); without --sigma there is no noise to shape")
     if args.sigma is not None and args.task != "denoise":
         raise SpnirError(f"--sigma adds noise for --task denoise; got --task {args.task}")
     if args.sigma is not None and args.pair:
@@ -147,27 +198,34 @@ def _pair_name(lq: Path, gt: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    _recorded(args)
     scale = _scale(args)
+    noise_protocol, noise_seed = args.noise_protocol or "float", args.noise_seed or 0
     sets = _sets(args, scale)
     device = runtime_device(args)
     restore, method, channels = _restore(args, scale, device)
     channel = args.channel or ("y" if args.task in ("sr", "derain") else "rgb")
     crop = args.crop_border if args.crop_border is not None else (scale if args.task == "sr" else 0)
     settings = MetricSettings(crop_border=crop, y_channel=channel == "y", convention=args.convention)
+    if PERCEPTUAL.keys() & set(args.metrics):
+        from spnir.vgg_weights import resolve_feature_space
+
+        resolve_feature_space("vgg16", args.vgg_weights,
+                              ask_random="--vgg-weights random (for tests only: not the metrics' values)")
     metrics = MetricSuite.build(args.metrics, settings, args.vgg_weights, device)
     # The published bicubic rows come from MATLAB's script that resizes Y alone, in float (see evaluation doc).
     classic = method == "Bicubic" and args.convention == "matlab" and channel == "y"
     evaluator = Evaluator(restore, settings, scale=scale, lr_protocol="classic" if classic else "rgb8",
                           on_error=args.on_error, device=device, metrics=metrics, channels=channels,
-                          noise_sigma=args.sigma, noise_protocol=args.noise_protocol, noise_seed=args.noise_seed)
+                          noise_sigma=args.sigma, noise_protocol=noise_protocol, noise_seed=noise_seed)
     results = [evaluator.run_set(s) for s in sets]
     caption = metrics.describe() + (f", x{scale}" if args.task == "sr" else f", {args.task}")
     if classic:
         caption += ", bicubic by the classic MATLAB protocol (Y resized in float)"
     if args.sigma is not None:
-        caption += (f", Gaussian noise sigma {args.sigma:g} ({args.noise_protocol} noisy input"
-                    f"{', not clipped or rounded' if args.noise_protocol == 'float' else ', clipped and rounded'}, "
-                    f"seed {args.noise_seed} per image)")
+        caption += (f", Gaussian noise sigma {args.sigma:g} ({noise_protocol} noisy input"
+                    f"{', not clipped or rounded' if noise_protocol == 'float' else ', clipped and rounded'}, "
+                    f"seed {noise_seed} per image)")
     if channels == 1:
         caption += ", grayscale"
     if args.task == "sr":
@@ -177,8 +235,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"weights {line}")
     if args.json:
         _write_json(Path(args.json), results_json(results))
-    skipped = sum(len(r.skipped) for r in results)
-    return 1 if skipped and not any(r.images for r in results) else 0
+    empty = [r for r in results if not r.images]
+    if empty:
+        first = empty[0].skipped[0].reason if empty[0].skipped else "no image"
+        print(f"spnir eval: {len(empty)} of {len(results)} set(s) measured nothing: "
+              f"{', '.join(r.name for r in empty)} (first reason: {first})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _write_json(path: Path, payload: dict) -> None:

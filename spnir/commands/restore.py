@@ -2,9 +2,11 @@
 
 Safe to run twice and safe to run wrong: before any model loads it refuses an ``--out`` that is one of the
 input folders (or the folder of an input file), names the first output that already exists unless
-``--overwrite`` is given, and writes PNG (lossless) unless ``--format same`` asks for the inputs' formats,
-lossy ones (JPEG, WebP) only at the ``--quality`` the user sets. A broken image is skipped with the reason
-(``--on-error skip``, the default) or stops the run (``--on-error stop``).
+``--overwrite`` (replace them) or ``--skip-existing`` (keep them: continue an interrupted run) is given, and
+writes PNG (lossless) unless ``--format same`` asks for the inputs' formats, lossy ones (JPEG, WebP) only at
+the ``--quality`` the user sets. Outputs appear whole or not at all, so an existing output is a finished one. A
+broken, oversized or too large image (one whose restore would not fit in memory, :mod:`spnir.restore`) is
+skipped with the reason (``--on-error skip``, the default) or stops the run (``--on-error stop``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from pathlib import Path
 from spnir.commands import (
     add_runtime_arguments, existing_file, non_negative_int, output_folder, positive_int, preset_name, runtime_device,
 )
+import torch
+
 from spnir.errors import SpnirError
 from spnir.progress import note, progress
 
@@ -40,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality", type=int, metavar="1-100",
                         help="quality of JPEG/WebP outputs with --format same")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist in --out")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="keep outputs that already exist in --out and restore the others (continues an "
+                             "interrupted run; outputs are written whole or not at all)")
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help="a bad image is skipped and reported (default) or stops the run")
     add_runtime_arguments(parser)
@@ -72,14 +79,14 @@ def plan_outputs(files: list[Path], out_dir: Path, fmt: str) -> dict[Path, Path]
         out = out_dir / (path.name if fmt == "same" else path.with_suffix(".png").name)
         if out in written:
             raise SpnirError(f"{path} and {written[out]} would both be written as {out}")
-        plan[path] = written[out] = out
+        plan[path], written[out] = out, path
     return plan
 
 
 def check_plan(plan: dict[Path, Path], inputs: list[str], out_dir: Path, fmt: str, quality: int | None,
-               overwrite: bool) -> None:
+               overwrite: bool, skip_existing: bool = False) -> None:
     """Refuse, before any work, to write into an input folder, over existing outputs (without
-    ``--overwrite``) or a lossy format at a quality nobody chose."""
+    ``--overwrite`` or ``--skip-existing``) or a lossy format at a quality nobody chose."""
     from spnir.imageio import LOSSY_FORMATS, image_format
 
     target = out_dir.resolve()
@@ -103,23 +110,26 @@ def check_plan(plan: dict[Path, Path], inputs: list[str], out_dir: Path, fmt: st
         if same is not None:
             raise SpnirError(f"{out} is the input {same} (a link to it): restoring would replace the original; "
                              "choose another --out")
-    if existing and not overwrite:
+    if existing and not (overwrite or skip_existing):
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise SpnirError(f"{existing[0]} already exists{more}; use --overwrite to replace, or another --out")
+        raise SpnirError(f"{existing[0]} already exists{more}; use --skip-existing to keep the outputs there and "
+                         "restore the rest (an interrupted run), --overwrite to replace them, or another --out")
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnir.imageio import load_image, save_image, to_gray
-    from spnir.restore import restore_image
-
     from spnir.archs.checkpoint import input_channels, model_for_inference, parse_overrides
+    from spnir.imageio import header_size, load_image, save_image, to_gray
+    from spnir.restore import MemoryCheck
 
     if args.tile is not None and args.tile_overlap >= args.tile:
         raise SpnirError(f"--tile-overlap {args.tile_overlap} must be smaller than --tile {args.tile}")
+    if args.overwrite and args.skip_existing:
+        raise SpnirError("--overwrite replaces existing outputs and --skip-existing keeps them; give one")
     files = collect_inputs(args.inputs)
     out_dir = Path(args.out)
     plan = plan_outputs(files, out_dir, args.format)
-    check_plan(plan, args.inputs, out_dir, args.format, args.quality, args.overwrite)
+    check_plan(plan, args.inputs, out_dir, args.format, args.quality, args.overwrite, args.skip_existing)
+    kept = [path for path in files if args.skip_existing and plan[path].exists()]
     device = runtime_device(args)
     if args.half and device.type != "cuda":
         raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
@@ -129,14 +139,21 @@ def run(args: argparse.Namespace) -> int:
     gray = input_channels(model) == 1  # 1-channel models (DnCNN) read and write grayscale images
     if args.half:
         model = model.half()
+    fits = MemoryCheck(model, scale, device, 1 if gray else 3, tile=args.tile)
+    todo = [path for path in files if path not in kept]
     skipped: list[str] = []
-    for path in progress(files, desc="restore", unit="img"):
+    told_gray = False
+    for path in progress(todo, desc="restore", unit="img"):
         try:
+            fits(*header_size(path))
             image = load_image(path)
             for text in image.notes:
                 note(f"{path}: {text}")
-            restored = restore_image(model, to_gray(image.data) if gray else image.data, scale, tile=args.tile, tile_overlap=args.tile_overlap,
-                                     self_ensemble=args.self_ensemble)
+            if gray and not told_gray and not torch.equal(image.data, image.data[:1].expand_as(image.data)):
+                note(f"note: the model is grayscale (1 channel): colour images such as {path.name} are restored "
+                     "and written in gray (MATLAB rgb2gray)")
+                told_gray = True
+            restored = _restore(model, to_gray(image.data) if gray else image.data, scale, args)
         except SpnirError as exc:
             reason = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
             if args.on_error == "stop":
@@ -145,7 +162,28 @@ def run(args: argparse.Namespace) -> int:
             note(f"skipped {reason}")
             continue
         save_image(restored, plan[path], quality=args.quality)
-    print(f"restored {len(files) - len(skipped)} image(s) into {out_dir}")
+    done = f"restored {len(todo) - len(skipped)} image(s) into {out_dir}"
+    print(done + (f"; kept {len(kept)} finished output(s) already there" if kept else ""))
     if skipped:
         print(f"skipped {len(skipped)} image(s):\n" + "\n".join(f"  {reason}" for reason in skipped))
     return 1 if skipped else 0
+
+
+def _restore(model: torch.nn.Module, image: torch.Tensor, scale: int, args: argparse.Namespace) -> torch.Tensor:
+    """:func:`spnir.restore.restore_image` with the command's options; running out of memory (which
+    :class:`~spnir.restore.MemoryCheck` did not foresee) becomes a skip reason."""
+    from spnir.restore import restore_image
+
+    try:
+        return restore_image(model, image, scale, tile=args.tile, tile_overlap=args.tile_overlap,
+                             self_ensemble=args.self_ensemble)
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        raise SpnirError(f"out of memory ({_first_line(exc)}); restore it in tiles: --tile 256") from None
+    except RuntimeError as exc:
+        if "alloc" not in str(exc).lower():
+            raise
+        raise SpnirError(f"out of memory ({_first_line(exc)}); restore it in tiles: --tile 256") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -665,14 +665,20 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def expand_path(value: str, key: str) -> Path:
-    """``value`` with every ``${VAR}`` replaced from the environment; an unset variable is a clear error."""
+    """The existing file or folder a config's path names: every ``${VAR}`` replaced from the environment, a
+    relative path taken from the working directory (:data:`PATH_RULE`). An unset variable or a missing path
+    is an error naming the key and the rule."""
     missing = [name for name in _VAR.findall(value) if not os.environ.get(name)]
     if missing:
         raise SpnirError(
             f"{key} = {shown(value)} uses the environment variable {missing[0]}, which is not set; "
             f"point it at your copy of the data, e.g. export {missing[0]}=/data/..."
         )
-    return Path(os.path.expanduser(_VAR.sub(lambda m: os.environ[m.group(1)], value)))
+    path = Path(os.path.expanduser(_VAR.sub(lambda m: os.environ[m.group(1)], value)))
+    if not path.exists():
+        where = f" (from the working directory {Path.cwd()}; {PATH_RULE})" if not path.is_absolute() else ""
+        raise SpnirError(f"{key} = {shown(value)}: {path} does not exist{where}")
+    return path
 
 
 def referenced_variables(config: Config) -> set[str]:
@@ -684,6 +690,10 @@ def referenced_variables(config: Config) -> set[str]:
             if source.get(key):
                 found.update(_VAR.findall(source[key]))
     if config["model"]["pretrained"]:
+PATH_RULE = ("a relative path in a config is taken from the working directory, as on the command line; "
+             "only base: is relative to the config file")
+
+
         found.update(_VAR.findall(config["model"]["pretrained"]))
     return found
 

@@ -151,8 +151,9 @@ def test_use_grad_clip_clips_before_the_step_as_the_forks_class():
     clipped, free = cls(_opt(use_grad_clip=1e-4)), cls(_opt())
     _train(clipped, 1)
     _train(free, 1)
-    norm = lambda m: torch.cat([p.grad.flatten() for p in m.net_g.parameters()]).norm()  # noqa: E731
-    assert norm(clipped) <= 1e-4 * 1.001 < norm(free)
+    clipped_norm, free_norm = (torch.cat([p.grad.flatten() for p in m.net_g.parameters()]).norm()
+                               for m in (clipped, free))
+    assert clipped_norm <= 1e-4 * 1.001 < free_norm
 
 
 def test_the_negatives_resume_from_the_optimizer_state_as_basicsr_saves_it(tmp_path):
@@ -196,9 +197,9 @@ scale: 2
 num_gpu: 0
 manual_seed: 10
 datasets:
-  train: {{name: one, type: PairedImageDataset, dataroot_gt: {root}/gt, dataroot_lq: {root}/lq, io_backend: {{type: disk}},
-          gt_size: 16, use_hflip: false, use_rot: false, num_worker_per_gpu: 0, batch_size_per_gpu: 1,
-          dataset_enlarge_ratio: 1, prefetch_mode: ~}}
+  train: {{name: one, type: PairedImageDataset, dataroot_gt: {root}/gt, dataroot_lq: {root}/lq,
+          io_backend: {{type: disk}}, gt_size: 16, use_hflip: false, use_rot: false, num_worker_per_gpu: 0,
+          batch_size_per_gpu: 1, dataset_enlarge_ratio: 1, prefetch_mode: ~}}
 network_g: {{type: EDSR, num_in_ch: 3, num_out_ch: 3, num_feat: 8, num_block: 1, upscale: 2, img_range: 255.}}
 path: {{pretrain_network_g: ~, strict_load_g: true, resume_state: ~}}
 train:
@@ -226,7 +227,8 @@ def test_basicsr_master_resume_continues_the_negatives_bit_exactly(tmp_path, mon
     for folder, size in (("gt", 16), ("lq", 8)):
         (tmp_path / folder).mkdir()
         image = torch.Generator().manual_seed(size)
-        cv2.imwrite(str(tmp_path / folder / "a.png"), (torch.rand(size, size, 3, generator=image) * 255).byte().numpy())
+        pixels = (torch.rand(size, size, 3, generator=image) * 255).byte().numpy()
+        cv2.imwrite(str(tmp_path / folder / "a.png"), pixels)
     (tmp_path / "opt.yml").write_text(OPTIONS.format(root=tmp_path))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["spnir.integrations.basicsr", "-opt", "opt.yml"])

@@ -108,8 +108,8 @@ def build_spn(net: nn.Module, settings: Mapping[str, Any], fresh_model: Callable
     """The :class:`SPN` of :func:`negative_settings` for ``net``, on ``net``'s device."""
     layer_weights = dict(settings.get("layer_weights") or DEFAULT_LAYER_WEIGHTS)
     resolve_feature_space(settings["features"], settings["vgg_weights"], ask_random=ASK_RANDOM_VGG)
-    features = VGGFeatures(settings["features"], list(layer_weights), vgg_weights=settings["vgg_weights"], input_norm=settings["input_norm"],
-                           range_norm=settings["range_norm"], seed=seed)
+    features = VGGFeatures(settings["features"], list(layer_weights), vgg_weights=settings["vgg_weights"],
+                           input_norm=settings["input_norm"], range_norm=settings["range_norm"], seed=seed)
     spn = SPN(net, weight=settings["weight"], layer_weights=layer_weights, features=features,
               periods=settings["periods"], decays=settings["decays"], init_decay=settings["init_decay"],
               fresh_model=fresh_model)
@@ -153,8 +153,8 @@ def negative_model_class(name: str, base: type, kind: ModelType, build_network: 
         if settings is None:
             logger.warning(f"{name}: no train.perceptual_opt, so no negative term (as the fork's class)")
             return
-        fresh = fresh_networks(build_network, self.opt["network_g"], int(self.opt.get("manual_seed") or 0))
-        self.spn = build_spn(self.net_g, settings, fresh, int(self.opt.get("manual_seed") or 0))
+        seed = int(self.opt.get("manual_seed") or 0)
+        self.spn = build_spn(self.net_g, settings, fresh_networks(build_network, self.opt["network_g"], seed), seed)
         self.cri_perceptual = NegativeTerm(self.spn, lambda: self.lq)
         max_norm = self.opt["train"].get("use_grad_clip")
         if kind.clip == "norm" and max_norm:  # the fork's class clips before its step; BasicSR's SRModel never does
@@ -185,23 +185,20 @@ def register() -> list[str]:
     """Register the classes of :data:`CLASSES` whose base class the installed ``basicsr`` has (BasicSR's
     ``MODEL_REGISTRY``; NAFNet's fork, which has no registry: its model module list); returns their names.
     Calling it again is harmless; a name that ``basicsr`` already has for a class of its own is refused."""
-    _import_basicsr()
+    basicsr = _import_basicsr()
     nafnet = importlib.util.find_spec("basicsr.utils.registry") is None
-    build_network = _nafnet_builder() if nafnet else importlib.import_module("basicsr.archs").build_network
-    classes = {name: negative_model_class(name, getattr(importlib.import_module(module), base_name), kind, build_network)
-               for name, (module, base_name, kind) in CLASSES.items() if importlib.util.find_spec(module) is not None}
+    build_network = importlib.import_module("basicsr.models.archs").define_network if nafnet \
+        else importlib.import_module("basicsr.archs").build_network
+    classes = {name: negative_model_class(name, getattr(importlib.import_module(module), base), kind, build_network)
+               for name, (module, base, kind) in CLASSES.items() if importlib.util.find_spec(module) is not None}
     if not classes:
-        raise SpnirError(f"basicsr at {importlib.import_module('basicsr').__file__} has none of the base classes "
+        raise SpnirError(f"the basicsr at {', '.join(basicsr.__path__)} has none of the base classes "
                          f"{sorted({c[1] for c in CLASSES.values()})}")
     if nafnet:
         _register_nafnet(classes)
     else:
         _register_basicsr(classes)
     return list(classes)
-
-
-def _nafnet_builder() -> NetworkBuilder:
-    return importlib.import_module("basicsr.models.archs").define_network
 
 
 def _register_basicsr(classes: Mapping[str, type]) -> None:
@@ -230,11 +227,10 @@ def _register_nafnet(classes: Mapping[str, type]) -> None:
 def load_resume_state_on_cpu(opt: Options) -> dict[str, Any] | None:
     """BasicSR's ``load_resume_state`` with the state mapped to the CPU: BasicSR's own maps it to the current
     CUDA device and fails on a machine without one. Same folder scan for ``--auto_resume``."""
-    path = opt["path"].get("resume_state")
-    if opt.get("auto_resume"):
-        folder = os.path.join("experiments", opt["name"], "training_states")
-        states = [int(f[:-len(".state")]) for f in os.listdir(folder) if f.endswith(".state")] \
-            if os.path.isdir(folder) else []
+    path = None if opt.get("auto_resume") else opt["path"].get("resume_state")
+    folder = os.path.join("experiments", opt["name"], "training_states")
+    if opt.get("auto_resume") and os.path.isdir(folder):
+        states = [int(f[:-len(".state")]) for f in os.listdir(folder) if f.endswith(".state")]
         if states:
             path = opt["path"]["resume_state"] = os.path.join(folder, f"{max(states)}.state")
     if not path:

@@ -664,6 +664,10 @@ def _check_source(source: Config, key: str, scale: int, origin: Origin) -> None:
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+PATH_RULE = ("a relative path in a config is taken from the working directory, as on the command line; "
+             "only base: is relative to the config file")
+
+
 def expand_path(value: str, key: str) -> Path:
     """The existing file or folder a config's path names: every ``${VAR}`` replaced from the environment, a
     relative path taken from the working directory (:data:`PATH_RULE`). An unset variable or a missing path
@@ -690,10 +694,6 @@ def referenced_variables(config: Config) -> set[str]:
             if source.get(key):
                 found.update(_VAR.findall(source[key]))
     if config["model"]["pretrained"]:
-PATH_RULE = ("a relative path in a config is taken from the working directory, as on the command line; "
-             "only base: is relative to the config file")
-
-
         found.update(_VAR.findall(config["model"]["pretrained"]))
     return found
 

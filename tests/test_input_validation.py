@@ -364,5 +364,5 @@ def test_missing_frozen_negative_files_are_named_before_the_data_is_read(tmp_pat
     monkeypatch.setattr(build, "build_train_data", lambda config: pytest.fail("data read before the check"))
     config = tiny_config()
     config["spn"].update(source="frozen", frozen=[str(tmp_path / "gone.pt")])
-    with pytest.raises(SpnirError, match=r"spn.frozen\[0\] = .*gone.pt.*: no such checkpoint file"):
+    with pytest.raises(SpnirError, match=r"spn.frozen\[0\] = .*gone.pt.*: .*gone.pt does not exist"):
         run_training(config, tmp_path / "run")

@@ -69,6 +69,7 @@ def test_env_paths_expand_at_build_time_with_a_clear_error(monkeypatch, tmp_path
     with pytest.raises(SpnirError, match=r"uses the environment variable SPNIR_NOT_SET, which is not set; .*export"):
         expand_path("${SPNIR_NOT_SET}/HR", "data.train.gt")
     monkeypatch.setenv("SPNIR_NOT_SET", str(tmp_path))
+    (tmp_path / "HR").mkdir()
     assert expand_path("${SPNIR_NOT_SET}/HR", "data.train.gt") == tmp_path / "HR"
 
 

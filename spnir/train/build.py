@@ -21,7 +21,7 @@ from spnir.data.degrade import build_degradation
 from spnir.data.paired import PairedFolder
 from spnir.data.sampling import CleanImages, EpochSampler, Grayscale, MergedImages, PatchDataset, SyntheticPairs
 from spnir.ema import ModelEMA
-from spnir.errors import SpnirError
+from spnir.errors import SpnirError, shown
 from spnir.features import VGGFeatures
 from spnir.losses import build_loss
 from spnir.metric_suite import MetricSuite
@@ -239,7 +239,7 @@ def check_weight_files(config: Config) -> None:
         for i, entry in enumerate(_frozen_paths(spn)):
             path = expand_path(str(entry), f"spn.frozen[{i}]")
             if not path.is_file():
-                raise SpnirError(f"spn.frozen[{i}] = {str(entry)!r}: no such checkpoint file {path}")
+                raise SpnirError(f"spn.frozen[{i}] = {shown(str(entry))}: {path} is a folder; expected a checkpoint file")
 
 
 def _frozen_paths(spn: Config) -> list[Any]:

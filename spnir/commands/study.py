@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from spnir.study import load_study, run_study, write_report
 
-    require("matplotlib", "the study's report")  # before hours of training, not after
+    for module in ("matplotlib", "scipy.stats"):  # before hours of training, not after
+        require(module, "the study's report")
 
     study = load_study(args.study)
     done = True

@@ -5,12 +5,14 @@ A *source* is an ``nn.Module`` with
 - ``negatives(lq, out, gt) -> list[Tensor]``: the negative images for this batch, each shaped like ``out``,
   detached (no gradient ever reaches a source);
 - ``step()``: called once after each optimiser step (a no-op for stateless sources);
-- ``state_dict()`` / ``load_state_dict()``: what an exact resume needs (empty for stateless sources).
+- ``state_dict()`` / ``load_state_dict()``: what an exact resume needs (empty for stateless sources);
+- optionally ``step_inputs() -> dict[str, Tensor]``: device values the next ``step`` decides on, by keyword;
+  a loop may fetch them with its own values in one transfer and call ``step(**fetched_floats)``.
 
 Sources:
 
-- :class:`HistoryNegatives` (``history``): SPN's negative models, lagging EMA copies of the network
-  (a :class:`~spnir.negatives.NegativeBank` that also speaks this interface).
+- :class:`~spnir.negatives.NegativeBank` (``history``): SPN's negative models, lagging EMA copies of the
+  network (its ``step_inputs()``: the batch residual of the adaptive refresh).
 - :class:`InputNegatives` (``input``): the degraded input, upsampled to the output size with MATLAB-style
   bicubic :func:`~spnir.imresize.imresize` when the output is larger (SR); CR of AECR-Net uses the hazy input.
 - :class:`FrozenNegatives` (``frozen``): the outputs of given frozen models (CCR builds its consensus
@@ -28,20 +30,6 @@ from torch import nn
 from spnir.ema import unwrap
 from spnir.errors import SpnirError
 from spnir.imresize import imresize
-from spnir.negatives import NegativeBank
-
-
-class HistoryNegatives(NegativeBank):
-    """SPN's negative models as a source: their outputs on ``lq``.
-
-    With ``adaptive_threshold`` set, each call with ``gt`` records the batch residual for the adaptive
-    refresh applied at the next :meth:`step`. Everything else is :class:`~spnir.negatives.NegativeBank`.
-    """
-
-    def negatives(self, lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor | None = None) -> list[torch.Tensor]:
-        if gt is not None and self.adaptive_threshold is not None:
-            self.observe(out, gt)
-        return self(lq)
 
 
 class InputNegatives(nn.Module):

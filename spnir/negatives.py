@@ -62,6 +62,7 @@ class NegativeBank(nn.Module):
 
     ``bank(x)`` returns the list of the negatives' outputs, computed without autograd.
     ``bank.step()`` (once per optimisation step) advances the schedule and refreshes what is due.
+    ``bank.negatives(lq, out, gt)`` makes it the history source of a :class:`~spnir.spn.NegativeLoss`.
 
     Args:
         model: the target network (DDP/compile wrappers are looked through).
@@ -139,6 +140,14 @@ class NegativeBank(nn.Module):
         """``theta_neg[index] = decay * theta_neg[index] + (1 - decay) * theta_target`` now."""
         ema_update_(self.models[index], self.target, decay, self._pairings[index])
 
+    def negatives(self, lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The negatives' outputs on ``lq``: the history source of :mod:`spnir.negative_sources`.
+
+        With ``adaptive_threshold`` set, a call with ``gt`` also :meth:`observe`-s the batch residual."""
+        if gt is not None and self.adaptive_threshold is not None:
+            self.observe(out, gt)
+        return self(lq)
+
     @torch.no_grad()
     def observe(self, out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         """Record the batch residual std (a device tensor, returned) for the adaptive refresh at the next
@@ -152,16 +161,19 @@ class NegativeBank(nn.Module):
         self._residual_stds.append(std)
         return std
 
-    def pending_residual_std(self) -> torch.Tensor | None:
-        """The residual std the next :meth:`step` decides on, still on the device (None before any call)."""
+    def step_inputs(self) -> dict[str, torch.Tensor]:
+        """What the next :meth:`step` decides on, still on the device, by keyword: ``residual_std`` once a
+        batch residual was observed (else nothing). A caller may fetch them with its own values in one
+        transfer and pass them back as floats: ``step(**fetched)``."""
         if not self._residual_stds:
-            return None
-        return self._residual_stds[0] if len(self._residual_stds) == 1 else torch.stack(self._residual_stds).mean()
+            return {}
+        stds = self._residual_stds
+        return {"residual_std": stds[0] if len(stds) == 1 else torch.stack(stds).mean()}
 
     def step(self, residual_std: float | None = None) -> list[int]:
         """Advance one optimisation step; refresh the negatives that are due. Returns their indices.
 
-        ``residual_std``: :meth:`pending_residual_std` already fetched by the caller (else it is read here)."""
+        ``residual_std``: :meth:`step_inputs` already fetched by the caller (else it is read here)."""
         self.steps += 1
         refreshed = []
         for index, (period, decay) in enumerate(zip(self.periods, self.decays)):
@@ -170,10 +182,10 @@ class NegativeBank(nn.Module):
                 refreshed.append(index)
         if self.adaptive_threshold is not None:
             if residual_std is None:
-                pending = self.pending_residual_std()
-                if pending is None:
+                pending = self.step_inputs()
+                if not pending:
                     raise SpnirError("adaptive refresh needs the batch residual: pass gt, as in spn(lq, out, gt=gt)")
-                residual_std = float(pending)
+                residual_std = float(pending["residual_std"])
             if residual_std > self.adaptive_threshold:
                 index = self.adaptive_refreshes % len(self.models)
                 self.refresh(index, self.adaptive_decay)

@@ -34,7 +34,6 @@ from torch import nn
 from spnir.errors import SpnirError
 from spnir.ranks import mean_over_ranks
 from spnir.features import VGGFeatures
-from spnir.negative_sources import HistoryNegatives
 from spnir.negatives import FreshModel, NegativeBank
 
 FeatureFn = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
@@ -118,7 +117,7 @@ class NegativeLoss(nn.Module):
     """A negative term: ``source`` gives negatives, ``features`` embeds them, ``form`` compares.
 
     Args:
-        source: a negative source (:mod:`spnir.negative_sources`); kept as ``self.negatives``.
+        source: a negative source (:mod:`spnir.negative_sources`); :attr:`source`.
         weight: lambda, or ``"auto"``: scale the term to ``target_ratio`` times the reconstruction loss from
             running (detached) averages of both; then pass ``recon=`` to each call.
         layer_weights: feature name -> weight ``w_k``.
@@ -171,10 +170,15 @@ class NegativeLoss(nn.Module):
         self._avg_distance: float | torch.Tensor | None = None
         # Kept outside the module tree so state_dict() holds the source's state only; _apply moves it with us.
         self.__dict__["features"] = make_features(features, list(self.layer_weights), vgg_weights)
-        self.negatives = source
+        self.add_module("negatives", source)  # the name of its state in every saved loss: negatives.*
         self.last: dict[str, torch.Tensor] = {}
         self._optimizer_hooks: list[Any] = []  # handles of attach()
         self._driver: weakref.ref[torch.optim.Optimizer] | None = None
+
+    @property
+    def source(self) -> nn.Module:
+        """The negative source; its state is under ``negatives.`` in :meth:`state_dict`."""
+        return self.get_submodule("negatives")
 
     @property
     def feature_space(self) -> str:
@@ -236,9 +240,9 @@ class NegativeLoss(nn.Module):
         refresh; ``recon`` (the reconstruction loss) by ``weight="auto"``.
         """
         with self._autocast(lq):
-            negatives = self.negatives.negatives(lq, out, gt)
+            negatives = self.source.negatives(lq, out, gt)
         if not negatives:
-            raise SpnirError(f"the {type(self.negatives).__name__} source gave no negatives")
+            raise SpnirError(f"the {type(self.source).__name__} source gave no negatives")
         stats: dict[str, torch.Tensor] = {}
         if self.form == "difference":
             per_negative = self.distances(out, negatives)
@@ -296,19 +300,22 @@ class NegativeLoss(nn.Module):
         """The last call's distance, effective weight and term (and ratio, uncertainty term), as floats."""
         return {k: float(v) for k, v in self.last.items()}
 
-    def step(self, residual_std: float | None = None) -> list[int]:
+    def step(self, **inputs: float) -> list[int]:
         """Call once after each optimiser step: advances the source (refreshes history negatives when due).
 
-        ``residual_std``: the adaptive refresh's batch residual, when the caller fetched
-        :meth:`pending_residual_std` from the device itself (with its other values, in one transfer).
-        An :meth:`attach`-ed loss is stepped by its optimizer instead."""
+        ``inputs``: :meth:`step_inputs` as floats, when the caller fetched them from the device itself (with
+        its other values, in one transfer); else the source reads them. An :meth:`attach`-ed loss is stepped
+        by its optimizer instead."""
         if self._optimizer_hooks:
             raise SpnirError("this loss is attached to an optimizer, which steps it after each optimizer.step(); "
                              "remove the spn.step() call (or spn.detach() to step it by hand)")
-        return self._advance(residual_std)
+        return self.source.step(**inputs)
 
-    def _advance(self, residual_std: float | None = None) -> list[int]:
-        return self.negatives.step() if residual_std is None else self.negatives.step(residual_std)
+    def step_inputs(self) -> dict[str, torch.Tensor]:
+        """The device values the source's next :meth:`step` decides on, by keyword (the adaptive refresh's
+        batch residual); empty for most sources."""
+        inputs = getattr(self.source, "step_inputs", None)
+        return inputs() if callable(inputs) else {}
 
     def attach(self, optimizer: torch.optim.Optimizer) -> "NegativeLoss":
         """Let ``optimizer`` drive this loss; returns ``self``. A loop then needs only the loss line.
@@ -331,7 +338,7 @@ class NegativeLoss(nn.Module):
         if optimizer in _DRIVING:
             raise SpnirError(f"this {type(optimizer).__name__} already drives a negative loss; attach one loss per "
                              "optimizer")
-        target = getattr(self.negatives, "target", None)
+        target = getattr(self.source, "target", None)
         if isinstance(target, nn.Module):
             optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
             if not any(id(p) in optimized for p in target.parameters()):
@@ -361,7 +368,7 @@ class NegativeLoss(nn.Module):
         found_inf = getattr(optimizer, "found_inf", None)  # set by GradScaler.step for fused optimizers
         if found_inf is not None and bool(found_inf):
             return
-        self._advance()
+        self.source.step()
 
     def _into_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         state[OPTIMIZER_STATE_KEY] = self.state_dict()
@@ -377,11 +384,6 @@ class NegativeLoss(nn.Module):
         except RuntimeError as exc:  # torch's missing / unexpected keys, over several lines
             raise SpnirError(f"the {type(optimizer).__name__} state's '{OPTIMIZER_STATE_KEY}' entry does not fit "
                              f"this {type(self).__name__}: {' '.join(str(exc).split())}") from None
-
-    def pending_residual_std(self) -> torch.Tensor | None:
-        """What the adaptive refresh will decide on at the next :meth:`step` (a device tensor), or None."""
-        pending = getattr(self.negatives, "pending_residual_std", None)
-        return pending() if callable(pending) else None
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"avg_recon": _host(self._avg_recon), "avg_distance": _host(self._avg_distance)}
@@ -401,8 +403,8 @@ def _host(average: float | torch.Tensor | None) -> float | None:
 
 
 class SPN(NegativeLoss):
-    """The negative term of SPN, its negative models and their schedule: :class:`NegativeLoss` with the
-    history source (``spn.negatives`` is the :class:`~spnir.negatives.NegativeBank`).
+    """The negative term of SPN, its negative models and their schedule: :class:`NegativeLoss` whose source
+    is a :class:`~spnir.negatives.NegativeBank`, ``spn.negatives``.
 
     Args:
         model: the network being trained (DDP/compile wrappers are looked through).
@@ -440,7 +442,7 @@ class SPN(NegativeLoss):
         _check_options(names, weight, form, max_distance, target_ratio, uncertainty_weight, uncertainty_eps)
         # features first, then the negatives: the global RNG is drawn in the same order as before
         features = make_features(features, names, vgg_weights)
-        bank = HistoryNegatives(model, periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay)
+        bank = NegativeBank(model, periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay)
         super().__init__(bank, weight, layer_weights, features, form, vgg_weights=vgg_weights,
                          max_distance=max_distance, target_ratio=target_ratio, auto_momentum=auto_momentum,
                          uncertainty_weight=uncertainty_weight, uncertainty_eps=uncertainty_eps,

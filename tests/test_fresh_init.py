@@ -8,7 +8,7 @@ from torch import nn
 
 from spnir.archs import create_model
 from spnir.negatives import NegativeBank, fresh_instance, reinitialized_copy
-from spnir.train.build import build_spn, fresh_models
+from spnir.train.build import build_negative_loss, fresh_models
 from spnir.train.config import load_config
 from train_support import tiny_config
 
@@ -101,7 +101,7 @@ def test_training_builds_each_fresh_copy_from_its_own_seed_and_leaves_the_global
     assert not all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))
     torch.manual_seed(3)
     model = create_model("edsr-baseline", 2, num_feat=4, num_block=1)
-    spn = build_spn(config, model, torch.device("cpu"))
+    spn = build_negative_loss(config, model, torch.device("cpu"))
     for k, negative in enumerate(spn.negatives.models):
         expected = fresh_models(config["model"], 3)
         for _ in range(k):

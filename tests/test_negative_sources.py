@@ -10,7 +10,8 @@ from torch import nn
 
 from spnir import SPN, NegativeLoss, SpnirError, VGGFeatures
 from spnir.imresize import imresize
-from spnir.negative_sources import DegradedGTNegatives, FrozenNegatives, HistoryNegatives, InputNegatives
+from spnir.negative_sources import DegradedGTNegatives, FrozenNegatives, InputNegatives
+from spnir.negatives import NegativeBank
 from spnir.spn import RATIO_EPS, uncertainty_weights
 
 
@@ -161,7 +162,7 @@ def test_spn_is_the_negative_loss_with_history_negatives():
     torch.manual_seed(0)
     model = tiny_net()
     spn = SPN(model, weight=0.2, layer_weights={"raw": 1.0}, features=two_level, periods=(3,), decays=(0.5,))
-    assert isinstance(spn, NegativeLoss) and isinstance(spn.negatives, HistoryNegatives)
+    assert isinstance(spn, NegativeLoss) and isinstance(spn.source, NegativeBank) and spn.source is spn.negatives
     perturb_(spn.negatives.models[0])
     generic = NegativeLoss(spn.negatives, weight=0.2, layer_weights={"raw": 1.0}, features=two_level)
     lq = torch.rand(1, 3, 8, 8)
@@ -255,7 +256,7 @@ def test_bad_input_errors():
 
 
 def test_config_switches_build_each_source():
-    from spnir.train.build import build_spn
+    from spnir.train.build import build_negative_loss
     from spnir.train.config import load_config
 
     base = {"model": {"name": "edsr-baseline", "scale": 2, "args": {"num_feat": 4, "num_block": 1}},
@@ -267,18 +268,18 @@ def test_config_switches_build_each_source():
 
     model = build_model(load_config(copy.deepcopy(base))["model"])  # the config's model: its fresh copies fit
     cases = {
-        "source=history": HistoryNegatives,
+        "source=history": NegativeBank,
         "source=input": InputNegatives,
         "source=degraded-gt": DegradedGTNegatives,
     }
     for switch, kind in cases.items():
         extra = ["spn.degradations=[{type: noise, sigma: 5}]"] if "degraded" in switch else []
         config = load_config(copy.deepcopy(base), [f"spn.{switch}", "spn.form=ratio", "spn.uncertainty_weight=0.5", *extra])
-        loss = build_spn(config, model, torch.device("cpu"))
-        assert isinstance(loss.negatives, kind) and loss.form == "ratio" and loss.uncertainty_weight == 0.5
+        loss = build_negative_loss(config, model, torch.device("cpu"))
+        assert isinstance(loss.source, kind) and loss.form == "ratio" and loss.uncertainty_weight == 0.5
     with pytest.raises(SpnirError, match="spn.degradations"):
-        build_spn(load_config(copy.deepcopy(base), ["spn.source=degraded-gt"]), model, torch.device("cpu"))
+        build_negative_loss(load_config(copy.deepcopy(base), ["spn.source=degraded-gt"]), model, torch.device("cpu"))
     with pytest.raises(SpnirError, match="spn.frozen"):
-        build_spn(load_config(copy.deepcopy(base), ["spn.source=frozen"]), model, torch.device("cpu"))
+        build_negative_loss(load_config(copy.deepcopy(base), ["spn.source=frozen"]), model, torch.device("cpu"))
     with pytest.raises(SpnirError, match="spn.form"):
         load_config(copy.deepcopy(base), ["spn.form=triplet"])

@@ -118,6 +118,25 @@ def test_adaptive_refresh_round_robin():
     assert spn.negatives.adaptive_refreshes == 4
 
 
+def test_step_inputs_fetched_by_the_caller_decide_as_the_device_values():
+    torch.manual_seed(0)
+    models = [nn.Conv2d(3, 3, 1) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    kwargs = dict(weight=0.1, layer_weights={"raw": 1.0}, features=two_level_features, periods=(0, 0),
+                  decays=(0.5, 0.5), adaptive_threshold=0.022)
+    by_itself, by_caller = SPN(models[0], **kwargs), SPN(models[1], **kwargs)
+    gt = torch.rand(2, 3, 8, 8)
+    assert by_caller.step_inputs() == {}
+    for i in range(4):
+        out = gt + (0.5 if i % 2 == 0 else 0.0) * torch.randn_like(gt)
+        by_itself(gt, out, gt=gt)
+        by_caller(gt, out, gt=gt)
+        fetched = {name: float(value) for name, value in by_caller.step_inputs().items()}
+        assert set(fetched) == {"residual_std"}
+        assert by_caller.step(**fetched) == by_itself.step()
+    assert by_caller.negatives.adaptive_refreshes == by_itself.negatives.adaptive_refreshes == 2
+
+
 def test_adaptive_needs_gt():
     spn = SPN(nn.Conv2d(3, 3, 1), layer_weights={"raw": 1.0}, features=two_level_features,
               periods=(0,), decays=(0.5,), adaptive_threshold=0.022)
@@ -173,6 +192,20 @@ def test_state_dict_round_trip_mid_schedule():
 def test_state_dict_holds_negatives_not_features():
     spn = SPN(tiny_net(), layer_weights={"relu1_1": 1.0}, features="vgg16", vgg_weights="random")
     assert all(k.startswith(("negatives.", "_extra_state")) for k in spn.state_dict())
+
+
+def test_saved_keys_stay_those_of_earlier_checkpoints():
+    model = nn.Conv2d(3, 3, 1)
+    spn = SPN(model, layer_weights={"raw": 1.0}, features=two_level_features, periods=(3, 4), decays=(0.5, 0.8))
+    keys = {"_extra_state", "negatives._extra_state", "negatives.models.0.weight", "negatives.models.0.bias",
+            "negatives.models.1.weight", "negatives.models.1.bias"}
+    assert set(spn.state_dict()) == keys
+    saved = {"_extra_state": {"avg_recon": None, "avg_distance": None},
+             "negatives._extra_state": {"steps": 7, "adaptive_refreshes": 0, "periods": (3, 4), "decays": (0.5, 0.8)},
+             **{f"negatives.models.{k}.{name}": torch.full_like(p, k + 1.0)
+                for k in range(2) for name, p in model.named_parameters()}}
+    spn.load_state_dict(saved)
+    assert spn.source.steps == 7 and torch.equal(spn.negatives.models[1].weight, torch.full_like(model.weight, 2.0))
 
 
 def test_bound_caps_each_negative_distance():

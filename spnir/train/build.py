@@ -117,7 +117,7 @@ def build_val_sets(config: Config) -> list[ValidationSet]:
     return sets
 
 
-def build_spn(config: Config, model: nn.Module, device: torch.device) -> SPN | None:
+def build_negative_loss(config: Config, model: nn.Module, device: torch.device) -> NegativeLoss | None:
     """The negative term of the ``spn`` section (SPN, or a NegativeLoss of another source); None when off."""
     cfg = config["spn"]
     if not cfg["enabled"]:
@@ -267,7 +267,7 @@ def build_parts(config: Config, ctx: DistContext) -> TrainParts:
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if config["train"]["compile"]:
         forward = torch.compile(forward)
-    spn = build_spn(config, model, ctx.device)
+    spn = build_negative_loss(config, model, ctx.device)
     if spn is not None and channels_last:
         spn.to(memory_format=layout)  # the feature extractor (and any other negatives)
     ema = ModelEMA(model, config["ema"]["decay"]).to(ctx.device) if config["ema"]["decay"] is not None else None

@@ -3,8 +3,8 @@
 Per iteration (one optimiser step): for each of ``accumulate`` micro-batches, forward (optionally under
 bf16/fp16 autocast), reconstruction loss plus the SPN term, backward of their sum over ``accumulate``; then
 gradient clipping, one device-to-host transfer of the loss terms, the gradient's finiteness, the gradient
-norm (when clipping or logging), the adaptive refresh's residual and the stop flag (all ranks agree), the
-finiteness check, the optimiser and scheduler step, then the negatives' schedule and the evaluation EMA.
+norm (when clipping or logging), the values the negatives' next step decides on (``step_inputs``) and the
+stop flag (all ranks agree), the finiteness check, the optimiser and scheduler step, then the negatives' schedule and the evaluation EMA.
 With fp16 a step the GradScaler skips for inf/NaN gradients advances the learning-rate schedule (the
 iteration counts, as in BasicSR) but neither the negatives' schedule nor the EMA: both follow the optimiser
 steps actually taken. A SIGINT/SIGTERM sets a flag that is honoured at the end of the iteration: a resumable
@@ -26,7 +26,7 @@ from torch import nn
 
 from spnir.ema import ModelEMA
 from spnir.errors import SpnirError
-from spnir.spn import SPN
+from spnir.spn import NegativeLoss
 from spnir.train.checkpoint import CheckpointDir, rng_state, set_rng_state
 from spnir.train.distributed import DistContext, all_reduce_sum
 from spnir.train.logging import RunLogger
@@ -51,7 +51,7 @@ class TrainParts:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     batches: Callable[[int], Iterator[dict[str, Any]]]  # start step -> endless batch iterator
     total_iter: int
-    spn: SPN | None = None
+    spn: NegativeLoss | None = None       # the negative term of the spn section (SPN or another source)
     ema: ModelEMA | None = None
     validator: Validator | None = None
     amp: str = "none"
@@ -119,7 +119,7 @@ class Trainer:
         self.last_validation: dict[str, dict[str, float]] = {}
         self.scaler = torch.amp.GradScaler(ctx.device.type) if parts.amp == "fp16" else None
         self.skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
-        self._residual_std: float | None = None  # the adaptive refresh's residual, fetched by _fetch
+        self._spn_step_inputs: dict[str, float] = {}  # the negative loss's step_inputs(), fetched by _fetch
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -237,7 +237,7 @@ class Trainer:
             return torch.isfinite(norm), norm
         return _all_finite([q.grad for q in params], self.ctx.device), norm
 
-    def _apply(self, grads_finite: bool) -> None:
+    def _optimizer_step(self, grads_finite: bool) -> None:
         """The optimiser step (skipped by the GradScaler for non-finite gradients), the scheduler, then the
         negatives' schedule and the EMA when a step was taken."""
         p = self.parts
@@ -251,7 +251,7 @@ class Trainer:
             self.skipped_steps += 1
             return
         if p.spn is not None:
-            p.spn.step(self._residual_std)
+            p.spn.step(**self._spn_step_inputs)
         if p.ema is not None:
             p.ema.update()
 
@@ -268,19 +268,22 @@ class Trainer:
                stop: bool) -> tuple[dict[str, float], bool, float, bool]:
         """The one device-to-host transfer of an iteration (one all-reduce first): the terms' means over
         ranks, whether every rank's gradient is finite, the gradient norm, whether any rank asked to stop.
-        Also fetches the adaptive refresh's residual std for :meth:`_apply`."""
+        Also fetches the negative loss's ``step_inputs()`` for :meth:`_optimizer_step`."""
         device = self.ctx.device
-        pending = self.parts.spn.pending_residual_std() if self.parts.spn is not None else None
-        extra = [(~grads_finite).float().reshape(()),  # summed over ranks: > 0 when any is non-finite
-                 torch.tensor(float(stop), device=device)]
-        extra += [norm.detach().float() if norm is not None else torch.tensor(math.nan, device=device)]
-        extra += [pending.float()] if pending is not None else []
-        values = torch.stack([*terms.values(), *(e.to(device) for e in extra)])
-        numbers = (all_reduce_sum(values, self.ctx) / self.ctx.world_size).tolist()
-        n = len(terms)
-        self._residual_std = numbers[n + 3] if pending is not None else None
-        grad_norm = numbers[n + 2] if norm is not None else math.nan
-        return dict(zip(terms, numbers[:n])), numbers[n] == 0, grad_norm, numbers[n + 1] > 0
+        step_inputs = self.parts.spn.step_inputs() if self.parts.spn is not None else {}
+        slots = {
+            **{("term", name): value for name, value in terms.items()},
+            ("nonfinite", ""): (~grads_finite).float().reshape(()),  # > 0 when any rank's is non-finite
+            ("stop", ""): torch.tensor(float(stop), device=device),
+            ("grad_norm", ""): norm.detach().float() if norm is not None else torch.tensor(math.nan, device=device),
+            **{("spn", name): value.float() for name, value in step_inputs.items()},
+        }
+        values = torch.stack([value.to(device) for value in slots.values()])
+        fetched = dict(zip(slots, (all_reduce_sum(values, self.ctx) / self.ctx.world_size).tolist()))
+        self._spn_step_inputs = {name: fetched["spn", name] for name in step_inputs}
+        grad_norm = fetched["grad_norm", ""] if norm is not None else math.nan
+        return ({name: fetched["term", name] for name in terms}, fetched["nonfinite", ""] == 0, grad_norm,
+                fetched["stop", ""] > 0)
 
     def validate(self) -> dict[str, dict[str, float]]:
         """Evaluate (rank 0) the EMA model, or the model, on the validation sets; log and return the means."""
@@ -312,7 +315,7 @@ class Trainer:
             losses = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
             raise TrainingDiverged(self._diverged_message(f"the gradient norm of the loss ({losses})",
                                                           grad_norm if norm is not None else math.inf))
-        self._apply(finite)
+        self._optimizer_step(finite)
         self.iteration += 1
         return values, grad_norm, stop_now
 

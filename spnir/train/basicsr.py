@@ -480,5 +480,7 @@ def _map_logger(logger: Options, config: Options, notes: list[str], refused: lis
         config.setdefault("log", {})["tensorboard"] = bool(logger.pop("use_tb_logger"))
     wandb = logger.pop("wandb", None) or {}
     if wandb.get("project"):
-        notes.append("logger.wandb ignored: spnir logs to TensorBoard and CSV")
+        config.setdefault("log", {})["wandb"] = {"project": wandb["project"], "id": wandb.get("resume_id")}
+        notes.append("logger.wandb: log.wandb, W&B syncing the TensorBoard events offline (log.wandb.mode: online "
+                     "uploads while training, as BasicSR does)")
     refused.extend(f"logger.{k}" for k in logger)

@@ -261,6 +261,15 @@ SCHEMA: dict[str, Any] = {
         "tensorboard": Field("bool", True, "write TensorBoard events"),
         "progress": Field("bool", True, "a progress bar on an interactive terminal (false, or output that is not "
                           "a terminal: a plain status line every --status-every seconds)"),
+        "wandb": {
+            "project": Field("str", None, "Weights & Biases project; W&B syncs the run's TensorBoard events "
+                             "(needs log.tensorboard and pip install 'spnir[wandb]'); null: no W&B", nullable=True),
+            "name": Field("str", None, "W&B run name (default: the run's name)", nullable=True),
+            "mode": Field("str", "offline", "offline: W&B's files in <run>/wandb, uploaded later by `wandb sync`; "
+                          "online: uploaded while training (needs `wandb login`)", choices=("offline", "online")),
+            "id": Field("str", None, "W&B run id (default: a new one at a fresh start, kept in <run>/wandb and "
+                        "continued by a resume)", nullable=True),
+        },
     },
 }
 
@@ -515,6 +524,8 @@ def check_runnable(config: Config, origin: str | Origin = "config") -> None:
     _check_speed_settings(config, origin)
     _check_model(config["model"], origin)
     _check_spn(config["spn"], origin)
+    if config["log"]["wandb"]["project"] is not None:
+        _check_wandb(config["log"], origin)
     from spnir.losses import build_loss
     from spnir.metric_suite import METRICS, check_metric_names
 
@@ -596,6 +607,15 @@ def import_factory(name: str) -> Any:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise SpnirError(f"model.name = {shown(name)}: cannot import {attr} from {module_name}: {exc}") from exc
+
+
+def _check_wandb(log: Config, origin: Origin) -> None:
+    if not log["tensorboard"]:
+        raise SpnirError(f"{origin.at('log.wandb.project', 'log.tensorboard')}: log.wandb syncs the TensorBoard "
+                         "events: set log.tensorboard: true")
+    from spnir.optional import require
+
+    require("wandb", f"{origin.at('log.wandb.project')}: log.wandb")
 
 
 def _check_spn(spn: Config, origin: Origin) -> None:

@@ -1,6 +1,7 @@
 """What a run reports: its progress (iteration, losses, it/s, ETA; a bar on a terminal, plain status lines
 otherwise, see :mod:`spnir.progress`), TensorBoard events and a CSV of the same scalars, and a plain-text log
-of messages. Only the main process writes; other ranks get a silent logger.
+of messages; with ``log.wandb``, a Weights & Biases run that syncs the TensorBoard events. Only the main process
+writes; other ranks get a silent logger.
 
 ``scalars.csv`` is long-format (``iteration,name,value``), so new scalars never break its header. A resumed
 run first drops the rows a killed run wrote after its last checkpoint, so the file has each iteration once.
@@ -11,12 +12,14 @@ import contextlib
 import csv
 import math
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from spnir.atomic import writing
+from spnir.errors import SpnirError
 from spnir.optional import require
 from spnir.progress import Progress
 
@@ -25,13 +28,17 @@ class RunLogger:
     """Progress + ``scalars.csv`` + TensorBoard (``tb/``) + ``train.log`` in ``folder``.
 
     ``progress``: show a bar on an interactive terminal (``log.progress``); without one, plain status lines.
+    ``wandb``: the config's ``log.wandb``; with a project, W&B syncs the TensorBoard events (``config`` is the
+    run's config, shown by W&B).
     """
 
     def __init__(self, folder: str | Path | None, total_iter: int, start_iter: int = 0,
-                 tensorboard: bool = True, progress: bool = True) -> None:
+                 tensorboard: bool = True, progress: bool = True, wandb: Mapping[str, Any] | None = None,
+                 config: Mapping[str, Any] | None = None) -> None:
         self.enabled = folder is not None
         self.folder = Path(folder) if folder is not None else None
         self._writer: Any = None
+        self._wandb: Any = None
         self._progress: Progress | None = None
         self._start_time, self._start_iter = time.monotonic(), start_iter
         if not self.enabled:
@@ -48,6 +55,8 @@ class RunLogger:
                 self._csv.writerow(["iteration", "name", "value"])
         with writing(self.log_path):
             self._log_file = open(self.log_path, "a")
+        if wandb is not None and wandb.get("project"):  # before the writer: W&B patches TensorBoard's writer
+            self._wandb = _start_wandb(self.folder, wandb, dict(config or {}), start_iter)
         if tensorboard:
             require("tensorboard", "log.tensorboard")
             from torch.utils.tensorboard import SummaryWriter
@@ -120,9 +129,36 @@ class RunLogger:
         self._progress.close()
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            require("wandb", "log.wandb").tensorboard.unpatch()  # TensorBoard's writer as it was
         for file in (self._csv_file, self._log_file):
             with contextlib.suppress(OSError):
                 file.close()
+
+
+def _start_wandb(folder: Path, settings: Mapping[str, Any], config: dict[str, Any], start_iter: int) -> Any:
+    """The W&B run of ``log.wandb`` (``settings``), its files in ``folder/wandb``, syncing the TensorBoard events.
+    Its id is kept in ``folder/wandb/spnir_run_id``: a resume continues that W&B run, a fresh start begins one."""
+    wandb = require("wandb", "log.wandb")
+    files, id_file = folder / "wandb", folder / "wandb" / "spnir_run_id"
+    run_id = settings.get("id")
+    if run_id is None and start_iter > 0 and id_file.is_file():
+        run_id = id_file.read_text().strip()
+    run_id = run_id or uuid.uuid4().hex[:8]  # W&B's own ids are 8 characters too
+    with writing(id_file):
+        files.mkdir(exist_ok=True)
+        id_file.write_text(run_id + "\n")
+    wandb.tensorboard.patch(root_logdir=str(folder / "tb"))  # W&B reads the event files the writer makes
+    try:
+        return wandb.init(project=settings["project"], name=settings.get("name") or config.get("name"), id=run_id,
+                          resume="allow", mode=settings.get("mode", "offline"), dir=str(folder), config=config,
+                          settings=wandb.Settings(console="off"))
+    except Exception as exc:  # noqa: BLE001 - W&B raises its own types (no login, no network when online)
+        wandb.tensorboard.unpatch()
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SpnirError(f"log.wandb: W&B did not start ({message}); log.wandb.mode: offline needs no account "
+                         "or network") from None
 
 
 def _truncate_after(path: Path, iteration: int) -> None:

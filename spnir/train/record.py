@@ -34,7 +34,7 @@ LENGTH = ("train.total_iter", "train.epochs")
 FINAL_FILES = ("model_final.pt", "model_final_ema.pt")
 # What spnir writes into a run folder (and ``--overwrite`` removes); anything else there is left alone.
 RUN_FILES = ("config.yml", HISTORY, "train.log", "scalars.csv", *FINAL_FILES)
-RUN_FOLDERS = ("checkpoints", "tb", "images")
+RUN_FOLDERS = ("checkpoints", "tb", "images", "wandb")
 
 
 def existing_run(out_dir: Path) -> list[str]:

@@ -125,7 +125,8 @@ def _train(config: Config, out_dir: Path, ctx: DistContext, resume: str | None, 
     if overwrite and ctx.is_main:
         clear_run(out_dir)
     logger = RunLogger(out_dir if ctx.is_main else None, parts.total_iter, start,
-                       tensorboard=config["log"]["tensorboard"], progress=config["log"]["progress"])
+                       tensorboard=config["log"]["tensorboard"], progress=config["log"]["progress"],
+                       wandb=config["log"]["wandb"], config=config)
     try:
         if ctx.is_main:
             with atomic_path(out_dir / "config.yml") as tmp:

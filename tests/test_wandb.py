@@ -1,0 +1,78 @@
+"""log.wandb: a Weights & Biases run (offline here) that syncs the run's TensorBoard scalars; a resume continues
+the same W&B run; BasicSR's logger.wandb maps to it; what it needs is checked with the config."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spnir.errors import SpnirError
+from spnir.train.config import load_config, validate
+from spnir.train.logging import read_scalars
+from spnir.train.run import run_training
+from test_basicsr_mapping import OFFICIAL_SPN_FFANET
+from train_support import tiny_config
+
+WANDB = {"project": "spnir-test", "name": "tiny-run"}
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B offline, silent, every file of its own under ``tmp_path``."""
+    pytest.importorskip("wandb", reason="log.wandb needs wandb (pip install 'spnir[wandb]')")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
+
+
+def _offline_runs(out: Path) -> list[Path]:
+    return sorted(out.glob("wandb/offline-run-*"))
+
+
+@pytest.mark.slow
+def test_an_offline_wandb_run_holds_the_scalars_and_a_resume_continues_it(data: Path, tmp_path: Path,
+                                                                          offline: None) -> None:
+    out = tmp_path / "run"
+    log = {"every": 1, "tensorboard": True, "progress": False, "wandb": WANDB}
+    config = tiny_config(total=4, log=log)
+
+    def crash(iteration: int) -> None:
+        if iteration == 3:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(config, out, on_iteration=crash)  # after the checkpoint of iteration 2
+    (first,) = _offline_runs(out)
+    run_id = (out / "wandb" / "spnir_run_id").read_text().strip()
+    assert first.name.endswith(run_id)
+    assert run_training(config, out, resume="auto").completed
+    runs = _offline_runs(out)
+    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)  # one W&B run, continued
+    logged = (runs[1] / f"run-{run_id}.wandb").read_bytes()
+    names = read_scalars(out / "scalars.csv")
+    assert names and all(name.encode() in logged for name in names), (sorted(names), logged[:2000])
+    assert b"tiny-run" in (runs[0] / f"run-{run_id}.wandb").read_bytes()
+
+
+def test_log_wandb_needs_tensorboard_and_the_package(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SpnirError, match="log.wandb syncs the TensorBoard events: set log.tensorboard: true"):
+        validate(tiny_config(log={"tensorboard": False, "wandb": WANDB}))
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    with pytest.raises(SpnirError, match=r"log.wandb needs wandb, which is not installed: pip install 'spnir\[wandb\]'"):
+        validate(tiny_config(log={"tensorboard": True, "wandb": WANDB}))
+    assert validate(tiny_config())["log"]["wandb"] == {"project": None, "name": None, "mode": "offline", "id": None}
+
+
+def test_basicsr_logger_wandb_maps_to_log_wandb(tmp_path: Path) -> None:
+    options = yaml.safe_load(OFFICIAL_SPN_FFANET)
+    options["logger"]["wandb"] = {"project": "mclir", "resume_id": "abc123"}
+    path = tmp_path / "options.yml"
+    path.write_text(yaml.safe_dump(options))
+    notes: list[str] = []
+    config = load_config(path, notes=notes)
+    assert config["log"]["wandb"] == {"project": "mclir", "name": None, "mode": "offline", "id": "abc123"}
+    assert config["log"]["tensorboard"] is True
+    assert any(note.startswith("logger.wandb: log.wandb") for note in notes)

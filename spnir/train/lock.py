@@ -3,12 +3,14 @@
 The file says who holds it (pid, host, start time) for the message a second training gets. The lock is the
 kernel's, not the file's: a killed process's lock goes with it, so its resume is never blocked by a file it
 left behind. Under torchrun only rank 0 takes it (the other ranks write nothing); a restarted worker group
-takes it again once torchrun has stopped the old one. Where ``fcntl`` is missing (Windows) nothing is locked.
+takes it again once torchrun has stopped the old one. Where ``fcntl`` is missing (Windows), or the file system
+has no locks (some NFS mounts), nothing is locked.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import os
 import socket
 from pathlib import Path
@@ -50,7 +52,9 @@ def _acquire(path: Path) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return fd  # a file system without locks (ENOLCK, EOPNOTSUPP): train, unguarded as before
             holder = os.read(fd, 500).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise SpnirError(f"{path.parent} is in use by another training ({holder}); wait for it to end, or "

@@ -171,6 +171,91 @@ def test_the_negatives_resume_from_the_optimizer_state_as_basicsr_saves_it(tmp_p
     assert resumed.spn.negatives.steps == 3
 
 
+# Stand-in packages with only the layout register() reads: BasicSR master's MODEL_REGISTRY
+# (basicsr/utils/registry.py, a name registered twice is an error) and NAFNet's model module list with its
+# create_model lookup (basicsr/models/__init__.py). The real packages are run in docs/integrations.md.
+STAND_INS = {
+    "master": {
+        "utils/__init__.py": "",
+        "utils/registry.py": """
+class Registry:
+    def __init__(self):
+        self._obj_map = {}
+    def register(self, obj):
+        assert obj.__name__ not in self._obj_map, obj.__name__
+        self._obj_map[obj.__name__] = obj
+    def get(self, name):
+        return self._obj_map[name]
+    def __contains__(self, name):
+        return name in self._obj_map
+MODEL_REGISTRY = Registry()
+""",
+        "archs/__init__.py": "def build_network(opt):\n    raise NotImplementedError\n",
+        "models/__init__.py": "",
+        "models/sr_model.py": "class SRModel:\n    pass\n",
+    },
+    "nafnet": {
+        "utils/__init__.py": "",  # no registry.py
+        "models/__init__.py": """
+from basicsr.models import image_restoration_model
+_model_modules = [image_restoration_model]
+def find_model(model_type):
+    for module in _model_modules:
+        model_cls = getattr(module, model_type, None)
+        if model_cls is not None:
+            return model_cls
+""",
+        "models/archs/__init__.py": "def define_network(opt):\n    raise NotImplementedError\n",
+        "models/image_restoration_model.py": "class ImageRestorationModel:\n    pass\n",
+    },
+}
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """Writes a stand-in ``basicsr`` of a layout and makes it the one imported (a real one is hidden meanwhile)."""
+    def make(layout: str):
+        for relative, text in {"__init__.py": "", **STAND_INS[layout]}.items():
+            path = tmp_path / layout / "basicsr" / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        monkeypatch.syspath_prepend(str(tmp_path / layout))
+        return importlib.import_module("basicsr")
+
+    for name in [m for m in sys.modules if m == "basicsr" or m.startswith("basicsr.")]:
+        monkeypatch.delitem(sys.modules, name)
+    yield make
+    for name in [m for m in sys.modules if m == "basicsr" or m.startswith("basicsr.")]:
+        del sys.modules[name]
+
+
+def test_register_adds_the_classes_whose_base_exists_to_basicsrs_registry_once(stand_in):
+    stand_in("master")
+    registry = importlib.import_module("basicsr.utils.registry").MODEL_REGISTRY
+    base = importlib.import_module("basicsr.models.sr_model").SRModel
+    assert adapter.register() == ["SRNegModel", "SRNegModel_Multi"]  # the stand-in has no swinir_model
+    assert adapter.register() == ["SRNegModel", "SRNegModel_Multi"]  # again: harmless
+    assert registry.get("SRNegModel").__bases__ == (base,) and registry.get("SRNegModel_Multi") is not base
+
+
+def test_register_refuses_a_name_basicsr_has_for_a_class_of_its_own(stand_in):
+    stand_in("master")
+    registry = importlib.import_module("basicsr.utils.registry").MODEL_REGISTRY
+    registry.register(type("SRNegModel", (), {}))  # as in the SPN authors' fork
+    with pytest.raises(SpnirError, match="already registers a model SRNegModel"):
+        adapter.register()
+
+
+def test_register_appends_the_classes_to_nafnets_model_modules_once(stand_in):
+    stand_in("nafnet")
+    models = importlib.import_module("basicsr.models")
+    assert adapter.register() == ["ImageRestorationNegModel", "ImageRestorationNegModel_Multi"]
+    adapter.register()
+    assert len(models._model_modules) == 2
+    found = models.find_model("ImageRestorationNegModel_Multi")
+    assert found.__bases__ == (importlib.import_module("basicsr.models.image_restoration_model").ImageRestorationModel,)
+
+
 def test_without_basicsr_register_and_the_command_say_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "basicsr", None)  # an import of basicsr fails, as where it is not installed
     with pytest.raises(SpnirError, match="PyPI's basicsr 1.4.2 does not import"):

@@ -29,7 +29,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_WRITER}-{os.getpid()}-", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
         os.close(fd)
     tmp = Path(name)
     try:
@@ -69,6 +69,13 @@ def _os_error_behind(exc: BaseException) -> OSError | None:
 
 _WRITER = "spnir-" + (re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host")
 _TEMPORARY = re.compile(r"^\..+\.spnir-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[A-Za-z0-9_]{8}\.tmp$")
+
+
+def _temporary_prefix(name: str) -> str:
+    """``.NAME.spnir-HOST-PID-`` (mkstemp adds 8 characters and ``.tmp``), NAME cut to fit 255 bytes."""
+    writer = f".{_WRITER}-{os.getpid()}-"
+    room = 255 - len(writer.encode()) - len(".") - len("12345678.tmp")
+    return "." + name.encode()[:room].decode(errors="ignore") + writer
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, any_host: bool = False) -> list[Path]:

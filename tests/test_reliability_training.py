@@ -288,3 +288,10 @@ def test_a_run_stopped_between_its_final_files_is_finished_by_resume_auto(data, 
     result = run_training(tiny_config(total=2), out, resume="auto")
     assert result.completed and (out / "model_final_ema.pt").is_file()
     assert (out / "model_final.pt").read_bytes() == written
+
+def test_a_start_refused_before_writing_leaves_no_folder(data, tmp_path):
+    config = tiny_config(total=2)
+    config["data"]["train"]["gt"] = str(tmp_path / "gone")
+    with pytest.raises(SpnirError, match="does not exist"):
+        run_training(config, tmp_path / "new" / "run")
+    assert not (tmp_path / "new" / "run").exists()

@@ -34,6 +34,7 @@ def hold_run_folder(out_dir: Path) -> Iterator[None]:
         yield
         return
     path = out_dir / LOCK
+    created = not out_dir.exists()
     with writing(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
     with writing(path):
@@ -45,6 +46,9 @@ def hold_run_folder(out_dir: Path) -> Iterator[None]:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 os.unlink(path)  # while still held: one that opened it meanwhile sees it gone and retries
         os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # a start refused before writing anything leaves no empty folder behind
 
 
 def _acquire(path: Path) -> int:

@@ -142,7 +142,7 @@ def test_the_class_adds_the_signed_negative_term_and_steps_the_negatives_with_th
     assert not model.base_saw_perceptual_opt  # the base class builds no perceptual loss towards the ground truth
     assert isinstance(model.cri_perceptual, NegativeTerm)
     _train(model, 3)
-    assert model.spn.negatives.steps == 3
+    assert model.spn.source.steps == 3
     assert set(model.log_dict) == {"l_pix", "l_neg"} and model.log_dict["l_neg"] < 0
 
 
@@ -163,12 +163,12 @@ def test_the_negatives_resume_from_the_optimizer_state_as_basicsr_saves_it(tmp_p
     torch.save({"optimizers": [model.optimizer_g.state_dict()]}, tmp_path / "3.state")
     resumed = cls(_opt())
     resumed.net_g.load_state_dict(model.net_g.state_dict())
-    before = copy.deepcopy(resumed.spn.negatives.state_dict())
+    before = copy.deepcopy(resumed.spn.source.state_dict())
     resumed.optimizer_g.load_state_dict(torch.load(tmp_path / "3.state", weights_only=True)["optimizers"][0])
-    after = resumed.spn.negatives.state_dict()
+    after = resumed.spn.source.state_dict()
     assert not all(torch.equal(before[k], after[k]) for k in before if torch.is_tensor(before[k]))
-    assert all(torch.equal(v, after[k]) for k, v in model.spn.negatives.state_dict().items() if torch.is_tensor(v))
-    assert resumed.spn.negatives.steps == 3
+    assert all(torch.equal(v, after[k]) for k, v in model.spn.source.state_dict().items() if torch.is_tensor(v))
+    assert resumed.spn.source.steps == 3
 
 
 # Stand-in packages with only the layout register() reads: BasicSR master's MODEL_REGISTRY

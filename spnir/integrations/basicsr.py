@@ -160,7 +160,7 @@ def negative_model_class(name: str, base: type, kind: ModelType, build_network: 
         if kind.clip == "norm" and max_norm:  # the fork's class clips before its step; BasicSR's SRModel never does
             self.optimizer_g.register_step_pre_hook(_clip_gradients(self.net_g, float(max_norm)))
         self.spn.attach(self.optimizer_g)
-        logger.info(f"{name}: SPN with {len(self.spn.negatives)} negative(s), periods {list(settings['periods'])}, "
+        logger.info(f"{name}: SPN with {len(self.spn.source)} negative(s), periods {list(settings['periods'])}, "
                     f"decays {list(settings['decays'])}, weight {settings['weight']}; {self.spn.feature_space}")
 
     def optimize_parameters(self: Any, current_iter: int, *args: Any) -> Any:

@@ -137,3 +137,8 @@ def test_wheel_in_a_core_only_venv_runs_the_loop_and_the_cli(core_venv: Path, tm
     assert demo.stderr.strip().splitlines() == [
         "spnir demo: error: this command needs tqdm, which is not installed: pip install 'spnir[toolkit]'"]
     assert not (tmp_path / "demo").exists()
+    lightning = subprocess.run([str(python), "-c", "import spnir.integrations.lightning"], capture_output=True,
+                               text=True, env=env, cwd=tmp_path, timeout=300)
+    assert lightning.returncode == 1 and lightning.stderr.strip().splitlines()[-1] == (
+        "spnir.errors.SpnirError: spnir.integrations.lightning needs lightning, which is not installed: "
+        "pip install 'spnir[lightning]'")

@@ -1,11 +1,11 @@
 """Optional dependencies and the extras that bring them.
 
-``pip install spnir`` installs the core: torch and numpy, all that ``from spnir import SPN`` and the loss need.
-The toolkit (``spnir train/eval/restore/study/demo/weights``: YAML configs, images, progress bars, TensorBoard,
-plots, statistics, scikit-image's photographs, safetensors) comes with ``spnir[toolkit]``; ONNX export with
+``pip install spnir`` installs the core: torch, numpy and safetensors, all that ``from spnir import SPN`` and the
+loss need. The toolkit (``spnir train/eval/restore/study/demo/weights``: YAML configs, images, progress bars,
+TensorBoard, plots, statistics, scikit-image's photographs) comes with ``spnir[toolkit]``; ONNX export with
 ``spnir[export]``, experiment tracking with ``spnir[wandb]``, the Lightning callback with ``spnir[lightning]``.
-A module that needs one of the heavy ones (TensorBoard, matplotlib, scipy, scikit-image, wandb, lightning) imports it
-through :func:`require`, so a missing one is a one-line :class:`~spnir.errors.SpnirError` naming the command
+A module that needs one of the heavy ones (TensorBoard, matplotlib, scipy, scikit-image, wandb, lightning) imports
+it through :func:`require`, so a missing one is a one-line :class:`~spnir.errors.SpnirError` naming the command
 that installs it; the ``spnir`` command turns any other missing package of :data:`EXTRAS` (pillow, pyyaml,
 tqdm, imported at the top of the toolkit's modules) into the same line (:func:`missing_package`).
 """
@@ -21,7 +21,6 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "PIL": ("pillow", "toolkit"),
     "yaml": ("pyyaml", "toolkit"),
     "tqdm": ("tqdm", "toolkit"),
-    "safetensors": ("safetensors", "toolkit"),
     "tensorboard": ("tensorboard", "toolkit"),
     "matplotlib": ("matplotlib", "toolkit"),
     "skimage": ("scikit-image", "toolkit"),

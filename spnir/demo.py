@@ -1,14 +1,15 @@
 """``spnir demo``: the same small network trained twice on the embedded photographs, plain and with SPN.
 
-Writes ``report.md`` (comparison table, settings, feature space), ``curves.png`` (validation PSNR against
-iteration, both runs) and ``comparison.png`` (LQ | plain | SPN | GT crops with PSNR) into the output folder.
+The demo is a two-setting study (:mod:`spnir.study`): settings ``plain`` and ``spn``, one seed, the runs in
+``OUT/plain`` and ``OUT/spn`` (each evaluated into its ``metrics.json``). Its own short report: ``report.md``
+(comparison table with bicubic, per-image PSNR, settings, feature space), ``curves.png`` (validation PSNR
+against iteration, both runs and bicubic) and ``comparison.png`` (LQ | plain | SPN | GT crops with PSNR).
 """
 from __future__ import annotations
 
 import copy
-import csv
+import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ import torch
 
 from spnir.errors import SpnirError
 from spnir.metrics import MetricSettings
+from spnir.study import Setting, Study, collect, run_study
+from spnir.study.report import comparison_figure, feature_space, plot_curves
+from spnir.study.run import eval_datasets, evaluated_model
 from spnir.vgg_weights import cached_vgg_path, resolve_feature_space
 
 SCALE = 2
@@ -48,14 +52,7 @@ DEMO_SPN: dict[str, Any] = {
     "layer_weights": {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5},
     "periods": [25, 100], "decays": [0.1, 0.1], "init_decay": 0.1,
 }
-
-
-@dataclass
-class DemoRun:
-    label: str
-    result: Any  # spnir.train.TrainResult
-    seconds: float
-    curve: list[tuple[int, float]]  # (iteration, validation PSNR)
+LABELS = {"plain": "plain", "spn": "SPN"}  # setting -> its name in the table and the figures
 
 
 def choose_vgg_weights(requested: str | None) -> tuple[str, str]:
@@ -75,16 +72,17 @@ def choose_vgg_weights(requested: str | None) -> tuple[str, str]:
     )
 
 
-def demo_configs(iterations: int, vgg_weights: str) -> dict[str, dict[str, Any]]:
-    """The plain and SPN configs of the demo (identical but for the SPN section)."""
-    plain = copy.deepcopy(DEMO_CONFIG)
-    plain["train"]["total_iter"] = iterations
-    plain["val"]["every"] = max(1, iterations // 6)
-    plain["checkpoint"]["every"] = iterations
-    spn = copy.deepcopy(plain)
-    spn["name"] = "demo_spn"
-    spn["spn"] = {**DEMO_SPN, "vgg_weights": vgg_weights}
-    return {"plain": plain, "SPN": spn}
+def demo_study(iterations: int, vgg_weights: str) -> Study:
+    """The demo as a study: settings ``plain`` and ``spn`` (the SPN section as ``--set`` overrides), seed 0,
+    evaluated on the config's validation images, the runs in ``OUT/plain`` and ``OUT/spn``."""
+    config = copy.deepcopy(DEMO_CONFIG)
+    config["train"]["total_iter"] = iterations
+    config["val"]["every"] = max(1, iterations // 6)
+    config["checkpoint"]["every"] = iterations
+    spn = [f"spn.{key}={json.dumps(value)}" for key, value in {**DEMO_SPN, "vgg_weights": vgg_weights}.items()]
+    return Study(name="demo", config=config, common=[], seeds=[int(config["seed"])],
+                 settings=[Setting("plain", []), Setting("spn", ["name=demo_spn", *spn])], eval_sets=None,
+                 compare={}, baselines=["plain"], source="spnir demo", layout="{setting}")
 
 
 def free_demo_folder(base: str | Path) -> Path:
@@ -95,167 +93,131 @@ def free_demo_folder(base: str | Path) -> Path:
 
 
 def _holds_demo(folder: Path) -> bool:
-    return any((folder / name).exists() for name in ("report.md", "plain", "spn"))
+    return any((folder / name).exists() for name in ("report.md", *LABELS))
 
 
 def run_demo(out_dir: str | Path = "runs/demo", iterations: int = 400, vgg_weights: str | None = None,
              overwrite: bool = False) -> Path:
-    """Train both runs, write the report, print the table; returns the report's path. A folder that holds a
-    demo already is refused unless ``overwrite``."""
-    from spnir.train import run_training
-
+    """Train and evaluate both runs, write the report, print the table; returns the report's path. A folder
+    that holds a demo already is refused unless ``overwrite``."""
     if iterations < 2:
         raise SpnirError(f"--iterations must be at least 2; got {iterations}")
     out_dir = Path(out_dir)
     if _holds_demo(out_dir) and not overwrite:
         raise SpnirError(f"{out_dir} already holds a demo; give another --out, or --overwrite to replace it")
-    weights, feature_space = choose_vgg_weights(vgg_weights)
-    print(f"spnir demo: feature space of the SPN run: {feature_space}")
-    runs = []
-    for label, config in demo_configs(iterations, weights).items():
-        run_dir = out_dir / label.lower()
-        print(f"\n== training {label} ({iterations} iterations) ==")
+    weights, chosen = choose_vgg_weights(vgg_weights)
+    print(f"spnir demo: feature space of the SPN run: {chosen}")
+    study = demo_study(iterations, weights)
+    seconds: dict[str, float] = {}
+    for setting in study.settings:
+        print(f"\n== training {LABELS[setting.name]} ({iterations} iterations) ==")
         start = time.monotonic()
-        result = run_training(config, run_dir, overwrite=overwrite)
-        if not result.completed:
-            raise SpnirError(f"the {label} run stopped early: {result.status}")
-        runs.append(DemoRun(label, result, time.monotonic() - start, _psnr_curve(run_dir / "scalars.csv")))
-    config = demo_configs(iterations, weights)["SPN"]
-    bicubic = _bicubic_scores(config)
-    _plot_curves(runs, bicubic, out_dir / "curves.png")
-    crops = _plot_comparison(runs, config, out_dir / "comparison.png")
-    report = _write_report(runs, bicubic, config, feature_space, crops, out_dir / "report.md")
-    print("\n" + _table(runs, bicubic))
-    print(f"\n{_verdict(runs)}\nreport: {report}\ncurves: {out_dir / 'curves.png'}\n"
+        if not run_study(study, out_dir, only=[setting.name], log=lambda line: None, overwrite=overwrite):
+            raise SpnirError(f"the {LABELS[setting.name]} run stopped early (interrupted); "
+                             f"run the demo again with --overwrite")
+        seconds[setting.name] = time.monotonic() - start
+    report = DemoReport(study, out_dir, seconds, chosen)
+    path = report.write()
+    print("\n" + report.table())
+    print(f"\n{report.verdict()}\nreport: {path}\ncurves: {out_dir / 'curves.png'}\n"
           f"comparison: {out_dir / 'comparison.png'}")
-    return report
+    return path
 
 
-def _psnr_curve(csv_path: Path) -> list[tuple[int, float]]:
-    with open(csv_path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["name"].startswith("val/") and r["name"].endswith("/psnr")]
-    return [(int(r["iteration"]), float(r["value"])) for r in rows]
+class DemoReport:
+    """The demo's short report from its finished study: the table with bicubic, the verdict, the figures."""
 
+    def __init__(self, study: Study, out: Path, seconds: dict[str, float], chosen_space: str) -> None:
+        self.study, self.out, self.seconds, self.chosen_space = study, out, seconds, chosen_space
+        self.settings = {s.name: s for s in study.settings}
+        self.config = study.run_config(self.settings["spn"], study.seeds[0])
+        self.set_name, self.dataset = eval_datasets(study, self.config)[0]
+        results = collect(study, out)
+        self.scores = {s.name: results[s.name][study.seeds[0]]["sets"][self.set_name] for s in study.settings}
+        self.bicubic = self._bicubic()
 
-def _final(run: DemoRun) -> dict[str, float]:
-    return next(iter(run.result.validation.values()))
+    def _bicubic(self) -> dict[str, list[float]]:
+        """Bicubic upsampling of the validation LR images (per image): the first row of every SR table."""
+        from spnir.imresize import imresize
 
+        settings = MetricSettings(crop_border=SCALE, y_channel=True)
+        scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+        for item in self.dataset:
+            psnr, ssim = settings.measure(imresize(item["lq"].unsqueeze(0), SCALE).clamp(0, 1), item["gt"].unsqueeze(0))
+            scores["psnr"].append(float(psnr[0]))
+            scores["ssim"].append(float(ssim[0]))
+        return scores
 
-def _validation_set(config: dict[str, Any]):
-    from spnir.train.build import build_val_sets
-    from spnir.train.config import load_config
+    def final(self, setting: str, metric: str = "psnr") -> float:
+        """The mean over the validation images of the run's final model (its ``metrics.json``)."""
+        values = self.scores[setting][metric]
+        return sum(values) / len(values)
 
-    return build_val_sets(load_config(config))[0].dataset
+    def best(self, setting: str) -> tuple[float, int]:
+        """The best validation PSNR during training and its iteration."""
+        from spnir.train.logging import read_scalars
 
+        curve = read_scalars(self.study.run_dir(self.out, setting, self.study.seeds[0]) / "scalars.csv")
+        iteration, value = max(curve[f"val/{self.set_name}/psnr"], key=lambda point: point[1])
+        return value, iteration
 
-def _bicubic_scores(config: dict[str, Any]) -> dict[str, float]:
-    """Bicubic upsampling of the validation LR images: the first row of every SR table."""
-    from spnir.imresize import imresize
+    def table(self) -> str:
+        psnr, ssim = (sum(v) / len(v) for v in (self.bicubic["psnr"], self.bicubic["ssim"]))
+        lines = [f"| run | {self.set_name} PSNR / SSIM (final) | best PSNR (iteration) | training time |",
+                 "| --- | --- | --- | --- |",
+                 f"| bicubic | {psnr:.3f} / {ssim:.4f} | | |"]
+        for name, label in LABELS.items():
+            best, at = self.best(name)
+            lines.append(f"| {label} | {self.final(name):.3f} / {self.final(name, 'ssim'):.4f} | {best:.3f} ({at}) | "
+                         f"{self.seconds[name]:.0f} s |")
+        return "\n".join(lines)
 
-    settings = MetricSettings(crop_border=SCALE, y_channel=True)
-    psnrs, ssims = [], []
-    for item in _validation_set(config):
-        psnr, ssim = settings.measure(imresize(item["lq"].unsqueeze(0), SCALE).clamp(0, 1), item["gt"].unsqueeze(0))
-        psnrs.append(float(psnr[0]))
-        ssims.append(float(ssim[0]))
-    return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
+    def verdict(self) -> str:
+        delta = self.final("spn") - self.final("plain")
+        if abs(delta) < 0.01:
+            return f"In this short run SPN made no measurable difference ({delta:+.3f} dB)."
+        word = "helped" if delta > 0 else "did not help"
+        return (f"In this short run SPN {word}: {delta:+.3f} dB PSNR on the validation images "
+                f"(one seed, a few hundred iterations: a smoke test of the method, not evidence either way).")
 
+    @torch.no_grad()
+    def plot_comparison(self, path: Path, crop: int = 96) -> list[str]:
+        """LQ | plain | SPN | GT on a centre crop of each validation image, titled with the whole image's PSNR;
+        returns the per-image PSNR lines."""
+        from spnir.imresize import imresize
 
-def _table(runs: list[DemoRun], bicubic: dict[str, float]) -> str:
-    set_name = next(iter(runs[0].result.validation))
-    lines = [f"| run | {set_name} PSNR / SSIM (final) | best PSNR (iteration) | training time |",
-             "| --- | --- | --- | --- |",
-             f"| bicubic | {bicubic['psnr']:.3f} / {bicubic['ssim']:.4f} | | |"]
-    for run in runs:
-        final = _final(run)
-        best, at = run.result.best[set_name]["psnr"]
-        lines.append(f"| {run.label} | {final['psnr']:.3f} / {final['ssim']:.4f} | {best:.3f} ({at}) | "
-                     f"{run.seconds:.0f} s |")
-    return "\n".join(lines)
+        seed = self.study.seeds[0]
+        models = {s.name: evaluated_model(self.study, s, seed, self.out) for s in self.study.settings}
+        rows, lines = [], []
+        for index, item in enumerate(self.dataset):
+            lq, gt = item["lq"].unsqueeze(0), item["gt"].unsqueeze(0)
+            h, w = gt.shape[-2:]
+            top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+            window = (slice(None), slice(None), slice(top, top + crop), slice(left, left + crop))
+            panels = [("LQ (bicubic up)", imresize(lq, SCALE).clamp(0, 1), self.bicubic["psnr"][index])]
+            panels += [(LABELS[name], model(lq).float().clamp(0, 1), self.scores[name]["psnr"][index])
+                       for name, model in models.items()]
+            rows.append([*((f"{label}\n{psnr:.2f} dB", image[window]) for label, image, psnr in panels),
+                         ("GT", gt[window])])
+            lines.append(f"image {index}: " + ", ".join(f"{label} {psnr:.2f} dB" for label, _, psnr in panels))
+        comparison_figure(rows, path, dpi=100, title=f"centre crops; PSNR of the whole image (Y, border {SCALE})")
+        return lines
 
+    def write(self) -> Path:
+        """``report.md`` with ``curves.png`` and ``comparison.png`` beside it; returns its path."""
+        bicubic = sum(self.bicubic["psnr"]) / len(self.bicubic["psnr"])
+        plot_curves(self.study, self.out, self.out / "curves.png", reference={self.set_name: ("bicubic", bicubic)})
+        crops = self.plot_comparison(self.out / "comparison.png")
+        config, model, train = self.config, self.config["model"], self.config["data"]["train"]
+        spn = config["spn"]
+        seed = self.study.seeds[0]
+        parameters = sum(p.numel() for p in evaluated_model(self.study, self.settings["plain"], seed, self.out)
+                         .parameters())
+        text = f"""# spnir demo report
 
-def _verdict(runs: list[DemoRun]) -> str:
-    plain, spn = (_final(r)["psnr"] for r in runs)
-    delta = spn - plain
-    if abs(delta) < 0.01:
-        return f"In this short run SPN made no measurable difference ({delta:+.3f} dB)."
-    word = "helped" if delta > 0 else "did not help"
-    return (f"In this short run SPN {word}: {delta:+.3f} dB PSNR on the validation images "
-            f"(one seed, a few hundred iterations: a smoke test of the method, not evidence either way).")
+{self.verdict()}
 
-
-def _plot_curves(runs: list[DemoRun], bicubic: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for run in runs:
-        its, values = zip(*run.curve)
-        ax.plot(its, values, marker="o", label=run.label)
-    ax.axhline(bicubic["psnr"], color="gray", linestyle="--", label="bicubic")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("validation PSNR (dB, Y)")
-    ax.set_title("spnir demo: small EDSR-baseline, x2, embedded photographs", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-@torch.no_grad()
-def _plot_comparison(runs: list[DemoRun], config: dict[str, Any], path: Path, crop: int = 96) -> list[str]:
-    """LQ | plain | SPN | GT on a centre crop of each validation image; returns the per-image PSNR lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from spnir.imresize import imresize
-
-    dataset = _validation_set(config)
-    settings = MetricSettings(crop_border=SCALE, y_channel=True)
-    models = [(r.label, (r.result.ema_model or r.result.model).eval()) for r in runs]
-    fig, axes = plt.subplots(len(dataset), 4, figsize=(10, 2.6 * len(dataset)), dpi=100, squeeze=False)
-    lines = []
-    for row, index in enumerate(range(len(dataset))):
-        item = dataset[index]
-        lq, gt = item["lq"].unsqueeze(0), item["gt"].unsqueeze(0)
-        outputs = {label: model(lq.to(next(model.parameters()).device)).cpu().clamp(0, 1) for label, model in models}
-        panels = [("LQ (bicubic up)", imresize(lq, SCALE).clamp(0, 1))] + list(outputs.items()) + [("GT", gt)]
-        h, w = gt.shape[-2:]
-        top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-        scores = []
-        for col, (label, image) in enumerate(panels):
-            ax = axes[row][col]
-            ax.imshow(image[0, :, top:top + crop, left:left + crop].permute(1, 2, 0).numpy())
-            title = label
-            if label != "GT":
-                psnr = float(settings.measure(image, gt)[0][0])
-                title += f"\n{psnr:.2f} dB"
-                scores.append(f"{label} {psnr:.2f} dB")
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-        lines.append(f"image {index}: " + ", ".join(scores))
-    fig.suptitle("centre crops; PSNR of the whole image (Y, border 2)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return lines
-
-
-def _write_report(runs: list[DemoRun], bicubic: dict[str, float], config: dict[str, Any], feature_space: str,
-                  crops: list[str], path: Path) -> Path:
-    model = config["model"]
-    train = config["data"]["train"]
-    spn = config["spn"]
-    text = f"""# spnir demo report
-
-{_verdict(runs)}
-
-{_table(runs, bicubic)}
+{self.table()}
 
 Per image (whole-image PSNR, Y channel, border {SCALE}):
 {chr(10).join('- ' + line for line in crops)}
@@ -268,16 +230,20 @@ Per image (whole-image PSNR, Y channel, border {SCALE}):
 - Task: x{SCALE} super-resolution, LR made by MATLAB-compatible bicubic downscaling (rounded to 8 bit).
 - Data: scikit-image's bundled photographs (`spnir.data.builtin`): train split for patches, val split for
   validation; nothing downloaded.
-- Model: `{model['name']}` with {model['args']}, {sum(p.numel() for p in runs[0].result.model.parameters()):,}
-  parameters; both runs start from the same seed ({config['seed']}).
+- Model: `{model['name']}` with {model['args']}, {parameters:,} parameters; both runs start from the same
+  seed ({config['seed']}).
 - Training: {config['train']['total_iter']} iterations, batch {train['batch_size']}, GT patch {train['patch_size']},
-  Adam lr {config['optim']['lr']}, cosine schedule, L1 loss; validated with the EMA model (decay {config['ema']['decay']}).
+  Adam lr {config['optim']['lr']}, cosine schedule, L1 loss; validated and measured with the EMA model
+  (decay {config['ema']['decay']}).
 - SPN: weight {spn['weight']} (term at {spn['target_ratio']} of the L1 loss), layers {spn['layer_weights']}, periods {spn['periods']}, decays {spn['decays']},
   init_decay {spn['init_decay']}.
-- Feature space of the SPN run: {runs[1].result.feature_space}. ({feature_space}.)
-- Time: plain {runs[0].seconds:.0f} s, SPN {runs[1].seconds:.0f} s on {torch.get_num_threads()} CPU threads.
+- Feature space of the SPN run: {feature_space(self.study, self.settings["spn"])}. ({self.chosen_space}.)
+- Time (training and the final evaluation): plain {self.seconds['plain']:.0f} s, SPN {self.seconds['spn']:.0f} s
+  on {torch.get_num_threads()} CPU threads.
 
-Run folders (`plain/`, `spn/`) hold each run's `config.yml`, `scalars.csv`, `train.log` and final weights.
+Run folders (`plain/`, `spn/`) hold each run's `config.yml`, `scalars.csv`, `train.log`, final weights and
+`metrics.json` (per-image PSNR/SSIM of the final model).
 """
-    path.write_text(text)
-    return path
+        path = self.out / "report.md"
+        path.write_text(text)
+        return path

@@ -49,6 +49,7 @@ def test_paired_t_test_matches_known_values():
     assert p == pytest.approx(0.030466, abs=1e-5)  # Student t, 3 degrees of freedom, two-sided
     assert paired_t_test([1.0], [0.0])[2] != paired_t_test([1.0], [0.0])[2]  # NaN with one pair
     assert paired_t_test([1, 2], [1, 2])[2] == 1.0
+    assert paired_t_test([1.5, 3.5, 2.5], [1.0, 3.0, 2.0]) == (0.5, math.inf, 0.0)  # the same gain everywhere
     assert incomplete_beta(2.0, 3.0, 0.0) == 0.0 and incomplete_beta(2.0, 3.0, 1.0) == 1.0
     assert incomplete_beta(1.0, 1.0, 0.3) == pytest.approx(0.3)  # uniform
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from spnir.errors import SpnirError
+from spnir.errors import SpnirError, shown
 
 MAX_BYTES = 1 << 20  # a config, study or history file is a few KB
 MAX_DEPTH = 32       # a config nests about 5 levels (data.val[0].degradations[0].sigma)
@@ -17,7 +17,7 @@ MAX_DEPTH = 32       # a config nests about 5 levels (data.val[0].degradations[0
 
 class _DuplicateKey(Exception):
     def __init__(self, key: Any, line: int, first: int) -> None:
-        super().__init__(f"{line}: key {key!r} given twice (first on line {first}); keep one")
+        super().__init__(f"{line}: key {shown(key)} given twice (first on line {first}); keep one")
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -289,6 +289,7 @@ def test_a_run_stopped_between_its_final_files_is_finished_by_resume_auto(data, 
     assert result.completed and (out / "model_final_ema.pt").is_file()
     assert (out / "model_final.pt").read_bytes() == written
 
+
 def test_a_start_refused_before_writing_leaves_no_folder(data, tmp_path):
     config = tiny_config(total=2)
     config["data"]["train"]["gt"] = str(tmp_path / "gone")

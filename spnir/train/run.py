@@ -143,7 +143,7 @@ def _train(config: Config, out_dir: Path, ctx: DistContext, resume: str | None, 
             trainer.load_state_dict(state, str(resume_path))
             logger.message(f"resumed from {resume_path} at iteration {trainer.iteration}")
         fit = trainer.fit()
-        final = {}
+        final: dict[str, Path] = {}
         if fit.status == "completed" and ctx.is_main:  # a finished run resumed as it is keeps its files
             final = _save_final(parts, out_dir, fit.iteration, replace=fit.iteration > start or not finals)
     except SpnirError as exc:

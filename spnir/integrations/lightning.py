@@ -58,8 +58,7 @@ class SPNCallback(pl.Callback):
     def __init__(self, network: str, name: str = "spn", **options: Any) -> None:
         self.network, self.name, self.options = network, name, options
         self.spn: SPN | None = None
-        self._state: dict[str, Any] | None = None  # loaded from a checkpoint, not yet in the loss
-        self._restored = False
+        self._restored = False  # a checkpoint's state was loaded into this fit's loss
 
     @property
     def state_key(self) -> str:
@@ -88,15 +87,11 @@ class SPNCallback(pl.Callback):
                              "another name=")
         self._restored = False
         self._build(pl_module)
-        if self._state is not None:
-            self.load_state_dict(self._state)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.spn is None:
-            self._state = state_dict
-            return
+        """Lightning calls this after ``setup`` when ``fit(ckpt_path=...)`` resumes."""
         self.spn.load_state_dict(state_dict)
-        self._state, self._restored = None, True
+        self._restored = True
 
     def state_dict(self) -> dict[str, Any]:
         return self.spn.state_dict() if self.spn is not None else {}

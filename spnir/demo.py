@@ -230,16 +230,16 @@ Per image (whole-image PSNR, Y channel, border {SCALE}):
 - Task: x{SCALE} super-resolution, LR made by MATLAB-compatible bicubic downscaling (rounded to 8 bit).
 - Data: scikit-image's bundled photographs (`spnir.data.builtin`): train split for patches, val split for
   validation; nothing downloaded.
-- Model: `{model['name']}` with {model['args']}, {parameters:,} parameters; both runs start from the same
-  seed ({config['seed']}).
+- Model: `{model['name']}` with {model['args']}, {parameters:,}
+  parameters; both runs start from the same seed ({config['seed']}).
 - Training: {config['train']['total_iter']} iterations, batch {train['batch_size']}, GT patch {train['patch_size']},
   Adam lr {config['optim']['lr']}, cosine schedule, L1 loss; validated and measured with the EMA model
   (decay {config['ema']['decay']}).
 - SPN: weight {spn['weight']} (term at {spn['target_ratio']} of the L1 loss), layers {spn['layer_weights']}, periods {spn['periods']}, decays {spn['decays']},
   init_decay {spn['init_decay']}.
 - Feature space of the SPN run: {feature_space(self.study, self.settings["spn"])}. ({self.chosen_space}.)
-- Time (training and the final evaluation): plain {self.seconds['plain']:.0f} s, SPN {self.seconds['spn']:.0f} s
-  on {torch.get_num_threads()} CPU threads.
+- Time (training and the final evaluation): plain {self.seconds['plain']:.0f} s, SPN {self.seconds['spn']:.0f} s on
+  {torch.get_num_threads()} CPU threads.
 
 Run folders (`plain/`, `spn/`) hold each run's `config.yml`, `scalars.csv`, `train.log`, final weights and
 `metrics.json` (per-image PSNR/SSIM of the final model).

@@ -93,6 +93,13 @@ def test_steps_a_grad_scaler_skips_do_not_advance_the_negatives() -> None:
     assert module.spn.negatives.steps == BATCHES - 1
 
 
+def test_the_loss_follows_the_network_to_its_dtype() -> None:
+    module = Restorer()
+    trainer(1, callback(), precision="bf16-true").fit(module, loader())  # Lightning converts the module to bf16
+    assert next(module.spn.negatives.models[0].parameters()).dtype == torch.bfloat16
+    assert module.spn.negatives.steps == BATCHES
+
+
 def test_resume_from_a_lightning_checkpoint_equals_the_uninterrupted_run(tmp_path: Path) -> None:
     whole, spn = Restorer(), callback()
     saver = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1)

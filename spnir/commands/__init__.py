@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     import torch
@@ -33,15 +34,16 @@ def runtime_device(args: argparse.Namespace) -> torch.device:
 # -- argument types: each refuses a bad value while the command line is parsed, before anything loads -------
 def positive_int(text: str) -> int:
     """An integer >= 1 (``--tile``, ``--scale``)."""
-    return _int_at_least(text, 1)
+    return int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (``--crop-border``, ``--tile-overlap``)."""
-    return _int_at_least(text, 0)
+    return int_at_least(text, 0)
 
 
-def _int_at_least(text: str, low: int) -> int:
+def int_at_least(text: str, low: int) -> int:
+    """``text`` as an integer >= ``low``, or argparse's error saying so."""
     try:
         value = int(text)
     except ValueError:
@@ -69,13 +71,22 @@ def existing_folder(text: str) -> str:
     return text
 
 
-def output_file(text: str) -> str:
-    """A file to write: not an existing folder, and not inside a path that is a file (``--json``)."""
-    path = Path(text).expanduser()
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder; expected a file name to write, e.g. {path / 'out.json'}")
-    _parents_are_folders(path, text)
-    return text
+def output_file_like(example: str) -> Callable[[str], str]:
+    """The argument type of a file to write: not an existing folder (the error suggests ``example`` in it),
+    and not inside a path that is a file."""
+
+    def output_file(text: str) -> str:
+        path = Path(text).expanduser()
+        if path.is_dir() or text.endswith(("/", os.sep)):
+            raise argparse.ArgumentTypeError(f"{text} is a folder; expected a file name to write, e.g. "
+                                             f"{path / example}")
+        _parents_are_folders(path, text)
+        return text
+
+    return output_file
+
+
+output_file = output_file_like("out.json")  # ``--json``
 
 
 def output_folder(text: str) -> str:

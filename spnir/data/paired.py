@@ -275,7 +275,7 @@ class PairedFolder(Dataset):
                 raise SpnirError(
                     f"{self.lq_dir}: {len(unmatched) if total else 'no'} of {total} LQ images have no GT in "
                     f"{self.gt_dir} under layout {layout!r} ({self._describe(layout)})"
-                    + (f": {_fmt_unmatched(unmatched)}" if unmatched else "")
+                    + (f": {_fmt_unmatched(unmatched)}" if unmatched else "") + self._examples(layout, matched)
                 )
             return layout, matched
         candidates = ["gopro", "sr", "rain100", self._prefix_layout_name()]
@@ -287,13 +287,14 @@ class PairedFolder(Dataset):
             candidates.remove("sr")
             candidates.insert(0, "sr")
         best: tuple[str, list[str], int] | None = None
+        best_matched: list[tuple[Path, Path]] = []
         for name in candidates:
             matched, unmatched, total = self._try(name)
             if matched and not unmatched:
                 return name, matched
             if matched and (best is None or len(unmatched) < len(best[1])):
-                best = (name, unmatched, total)
-        self._explain_no_layout(best)
+                best, best_matched = (name, unmatched, total), matched
+        self._explain_no_layout(best, best_matched if best else [])
         raise AssertionError("unreachable")
 
     def _lq_is_flat(self) -> bool:
@@ -306,7 +307,21 @@ class PairedFolder(Dataset):
         text = f"{self.lq_dir.resolve().name}/{self.gt_dir.resolve().name}".lower()
         return "ddn" if "rain" in text and "haz" not in text else "reside"
 
-    def _explain_no_layout(self, best: tuple[str, list[str], int] | None) -> None:
+    def _examples(self, layout: str, matched: list[tuple[Path, Path]]) -> str:
+        """``; e.g. LQ a.png has no GT, GT b.png has no LQ``: one file of each side left unpaired."""
+        recursive = layout == "gopro"
+        paired_lq = {lq for lq, _ in matched}
+        paired_gt = {gt for _, gt in matched}
+        lone_lq = next((p for p in self._lq_files(layout) if p not in paired_lq), None)
+        lone_gt = next((p for p in list_images(self.gt_dir, recursive=recursive)
+                        if p not in paired_gt and p not in paired_lq and p != lone_lq), None)
+        parts = [f"LQ {lone_lq.relative_to(self.lq_dir).as_posix()} has no GT" if lone_lq else "",
+                 f"GT {lone_gt.relative_to(self.gt_dir).as_posix()} has no LQ" if lone_gt else ""]
+        shown = ", ".join(part for part in parts if part)
+        return f"; e.g. {shown}" if shown else ""
+
+    def _explain_no_layout(self, best: tuple[str, list[str], int] | None,
+                           matched: list[tuple[Path, Path]]) -> None:
         sr_hint = ""
         if self.scale == 1:
             suffixed = [p.name for p in list_images(self.lq_dir) if re.search(r"x\d$", p.stem, re.IGNORECASE)]
@@ -316,13 +331,15 @@ class PairedFolder(Dataset):
         if best is None:
             raise SpnirError(
                 f"{self.lq_dir}: no LQ image pairs with a GT image in {self.gt_dir} under any layout "
-                f"({', '.join(LAYOUTS[:-1])}){sr_hint}; for other names list the pairs in a CSV file "
+                f"({', '.join(LAYOUTS[:-1])}){self._examples('sr', [])}{sr_hint}; for other names list the "
+                f"pairs in a CSV file "
                 f"(layout: csv with pairs: in a training config)"
             )
         name, unmatched, total = best
         raise SpnirError(
             f"{self.lq_dir}: closest layout {name!r} ({self._describe(name)}) leaves {len(unmatched)} of {total} "
-            f"LQ images without GT in {self.gt_dir}: {_fmt_unmatched(unmatched)}{sr_hint}"
+            f"LQ images without GT in {self.gt_dir}: {_fmt_unmatched(unmatched)}{self._examples(name, matched)}"
+            f"{sr_hint}"
         )
 
     def _describe(self, layout: str) -> str:

@@ -235,7 +235,8 @@ Per image (whole-image PSNR, Y channel, border {SCALE}):
 - Training: {config['train']['total_iter']} iterations, batch {train['batch_size']}, GT patch {train['patch_size']},
   Adam lr {config['optim']['lr']}, cosine schedule, L1 loss; validated and measured with the EMA model
   (decay {config['ema']['decay']}).
-- SPN: weight {spn['weight']} (term at {spn['target_ratio']} of the L1 loss), layers {spn['layer_weights']}, periods {spn['periods']}, decays {spn['decays']},
+- SPN: weight {spn['weight']} (term at {spn['target_ratio']} of the L1 loss), layers {spn['layer_weights']}, \
+periods {spn['periods']}, decays {spn['decays']},
   init_decay {spn['init_decay']}.
 - Feature space of the SPN run: {feature_space(self.study, self.settings["spn"])}. ({self.chosen_space}.)
 - Time (training and the final evaluation): plain {self.seconds['plain']:.0f} s, SPN {self.seconds['spn']:.0f} s on

@@ -36,11 +36,12 @@ def summary_tables(study: Study, results: dict[str, dict[int, dict[str, Any]]], 
         cells = []
         for s in sets:
             for metric, fmt in (("psnr", "{:.3f} ± {:.3f}"), ("ssim", "{:.4f} ± {:.4f}")):
-                per_seed = [sum(r["sets"][s][metric]) / len(r["sets"][s][metric]) for r in runs.values() if s in r["sets"]]
+                per_seed = [sum(r["sets"][s][metric]) / len(r["sets"][s][metric])
+                            for r in runs.values() if s in r["sets"]]
                 cells.append(fmt.format(*mean_std(per_seed)) if per_seed else "–")
         table.append(f"| {setting.name} | {len(runs)} | " + " | ".join(cells) + " |")
-    diff = ["| setting | set | paired seeds | images | ΔPSNR (dB) | t | p (images) | p (seeds) | ΔSSIM | p (SSIM, images) "
-            "| better / worse images |",
+    diff = ["| setting | set | paired seeds | images | ΔPSNR (dB) | t | p (images) | p (seeds) | ΔSSIM "
+            "| p (SSIM, images) | better / worse images |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     base = results.get(baseline, {})
     for setting in study.settings:
@@ -93,12 +94,12 @@ def plot_curves(study: Study, out: Path, path: Path, reference: dict[str, tuple[
         return []
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
     for ax, (set_name, per_setting) in zip(axes[0], curves.items()):
-        for index, (setting, runs) in enumerate(per_setting.items()):
+        for index, (name, runs) in enumerate(per_setting.items()):
             length = min(len(r) for r in runs)
             its = [r[i][0] for i in range(length) for r in runs[:1]]
             values = [sum(r[i][1] for r in runs) / len(runs) for i in range(length)]
             ax.plot(its, values, marker="osd^vx"[index % 6], markersize=4, linestyle=("-", "--", "-.", ":")[index % 4],
-                    label=f"{setting} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+                    label=f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
         if reference and set_name in reference:
             label, value = reference[set_name]
             ax.axhline(value, color="gray", linestyle="--", label=label)
@@ -341,8 +342,9 @@ def _setup_lines(study: Study, out: Path, results: dict[str, dict[int, dict[str,
         lines += ["", "SPN feature space: " + "; ".join(spaces) + "."]
     terms = negative_term_rows(study, out)
     if terms:
-        lines += ["", "The negative term at the end of training (last logged values, batch means; mean over seeds):", "",
-                  "| setting | negative term | L1 loss | \\|term\\| / L1 | seeds |", "|---|---|---|---|---|", *terms]
+        lines += ["", "The negative term at the end of training (last logged values, batch means; mean over seeds):",
+                  "", "| setting | negative term | L1 loss | \\|term\\| / L1 | seeds |", "|---|---|---|---|---|",
+                  *terms]
     compute = _compute_lines(study, out)
     if compute:
         lines += ["", "Equal-compute runs (step times measured in the same seed's runs, this machine):", "", *compute]

@@ -16,7 +16,7 @@ from spnir.study.schema import Setting, Study
 EVAL_SEED = 0  # synthetic evaluation inputs (noise, ...) are drawn with this seed in every run
 
 
-def eval_datasets(study: Study, config: dict[str, Any]):
+def eval_datasets(study: Study, config: dict[str, Any]) -> list[tuple[str, Any]]:
     """``[(name, dataset)]`` of the evaluation sets (the study's ``eval``, else the config's ``data.val``).
 
     Random degradations of the evaluation inputs use :data:`EVAL_SEED`, not the run's seed: every setting
@@ -88,7 +88,7 @@ def evaluated_model(study: Study, setting: Setting, seed: int, out: Path) -> tor
 def final_model(folder: Path, use_ema: bool = True) -> torch.nn.Module:
     """The finished run's evaluation model, the one its validation measures: the EMA weights if it has them
     and ``use_ema`` (the config's ``val.use_ema``), else the plain weights."""
-    from spnir.archs.checkpoint import model_from_checkpoint
+    from spnir.archs.model_files import model_from_checkpoint
 
     names = ("model_final_ema.pt", "model_final.pt") if use_ema else ("model_final.pt",)
     for name in names:
@@ -157,7 +157,8 @@ def run_study(study: Study, out: str | Path, only: Sequence[str] | None = None,
                 log(f"study {study.name}: training {setting.name} seed {seed} in {folder}")
                 result = run_training(config, folder, resume=None if overwrite else "auto", overwrite=overwrite)
                 if not result.completed:
-                    log(f"study {study.name}: {setting.name} seed {seed} {result.status}; run the study again to resume")
+                    log(f"study {study.name}: {setting.name} seed {seed} {result.status}; "
+                        "run the study again to resume")
                     return False
             log(f"study {study.name}: evaluating {setting.name} seed {seed}")
             evaluate_run(study, config, folder)

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,12 @@ def test_paired_t_test_agrees_with_scipy():
     ref = stats.ttest_rel(a, b)
     assert t == pytest.approx(ref.statistic, rel=1e-9)
     assert p == pytest.approx(ref.pvalue, rel=1e-7)
+
+
+def test_missing_scipy_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)  # import fails as if scipy were not installed
+    with pytest.raises(SpnirError, match=r"needs scipy, which is not installed: pip install 'spnir\[toolkit\]'"):
+        paired_t_test([1.0, 2.0, 4.0], [1.0, 1.5, 2.0])
 
 
 def test_study_runs_skips_finished_resumes_interrupted_and_reports(tmp_path, monkeypatch):

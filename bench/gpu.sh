@@ -19,9 +19,9 @@ timeout 100 "$PY" bench/spn_step.py --device cuda --configs edsr-baseline,nafnet
 #    1.5x the plain fp32 step at N = 1 for EDSR-baseline x4 (batch 16, 48 px)
 timeout 130 "$PY" bench/loop_overhead.py --device cuda --variants --configs edsr-baseline,nafnet-width32 \
     --negatives 1,4 --reps 5 | tee "$OUT/loop_variants.txt"
-# 3. the demo's SPN training in fp16 (GradScaler) and in bf16; each must end finite (a NaN/Inf stops spnir
+# 3. the demo's SPN training in float16 (GradScaler) and in bfloat16; each must end finite (a NaN/Inf stops spnir
 #    train with a non-zero exit); scalars.csv keeps the curve and amp/skipped_steps
-for AMP in fp16 bf16; do
+for AMP in float16 bfloat16; do
     timeout 80 "$PY" -m spnir train -c configs/demo/sr_x2_tiny_spn.yml --out "$OUT/demo_$AMP" \
         --set spn.vgg_weights=random --set train.amp=$AMP --set train.device=cuda --set log.progress=false \
         > "$OUT/demo_$AMP.log" 2>&1

@@ -1,4 +1,4 @@
-"""Choosing the torch device: one rule for training, evaluation and inference."""
+"""Choosing the torch device and the autocast precision: one rule for training, evaluation and inference."""
 from __future__ import annotations
 
 import re
@@ -31,3 +31,21 @@ def pick_device(preference: str | None = "auto", local_rank: int = 0, setting: s
 
 
 __all__ = ["pick_device"]
+
+
+# Reduced precisions of autocast, spelled as torch spells them; the short names are refused with the right one.
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_SPELLINGS: dict[str, str] = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
+
+
+def autocast_dtype(name: str, setting: str = "dtype") -> torch.dtype | None:
+    """The autocast dtype ``name`` spells (``bfloat16``, ``float16``); ``None`` for ``float32`` or ``none`` (no
+    autocast). Another spelling (``bf16``, ``fp16``) is an error naming ``setting`` and the spelling to use."""
+    if name in ("float32", "none"):
+        return None
+    if name in AUTOCAST_DTYPES:
+        return AUTOCAST_DTYPES[name]
+    if name in DTYPE_SPELLINGS:
+        raise SpnirError(f"{setting} = {name!r}: write {DTYPE_SPELLINGS[name]} (dtypes are spelled as torch spells "
+                         "them)")
+    raise SpnirError(f"{setting} = {name!r}; expected one of float32, {', '.join(AUTOCAST_DTYPES)}")

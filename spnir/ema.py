@@ -113,6 +113,12 @@ def ema_update_(avg: nn.Module, src: nn.Module, decay: float, pairing: _Pairing 
         torch._foreach_copy_(avg_buffers, src_buffers)
 
 
+def check_decay(decay: float, name: str = "EMA decay") -> None:
+    """The rule :class:`ModelEMA` enforces: ``decay`` in [0, 1) (1 would never move); errors name ``name``."""
+    if not 0.0 <= decay < 1.0:
+        raise SpnirError(f"{name} = {decay!r}: expected a number in [0, 1)")
+
+
 class ModelEMA(nn.Module):
     """An averaged copy of a model for evaluation (BasicSR's ``net_g_ema``, decay 0.999).
 
@@ -121,8 +127,7 @@ class ModelEMA(nn.Module):
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
         super().__init__()
-        if not 0.0 <= decay < 1.0:
-            raise SpnirError(f"EMA decay must be in [0, 1); got {decay}")
+        check_decay(decay)
         self.decay = decay
         source = unwrap(model)
         self.module = copy.deepcopy(source).eval().requires_grad_(False)

@@ -22,6 +22,7 @@ _BLOCKS = {
     "vgg16": (2, 2, 3, 3, 3),
     "vgg19": (2, 2, 4, 4, 4),
 }
+VGG_KINDS: tuple[str, ...] = tuple(_BLOCKS)
 _WIDTHS = (64, 128, 256, 512, 512)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -114,16 +114,16 @@ LOSSES: dict[str, type[nn.Module]] = {
     "PSNRLoss": PSNRLoss,
     "SSIMLoss": SSIMLoss,
 }
-_ALIASES = {"l1": "L1Loss", "mse": "MSELoss", "l2": "MSELoss", "charbonnier": "CharbonnierLoss", "psnr": "PSNRLoss", "ssim": "SSIMLoss"}
+ALIASES = {"l1": "L1Loss", "mse": "MSELoss", "l2": "MSELoss", "charbonnier": "CharbonnierLoss", "psnr": "PSNRLoss", "ssim": "SSIMLoss"}
 
 
 def build_loss(spec: dict[str, Any] | str) -> nn.Module:
     """A loss from ``{"type": NAME, **kwargs}`` (BasicSR names, or l1/mse/charbonnier/psnr) or a name."""
     spec = {"type": spec} if isinstance(spec, str) else dict(spec)
     name = spec.pop("type", None)
-    name = _ALIASES.get(str(name).lower(), name)
+    name = ALIASES.get(str(name).lower(), name)
     if name not in LOSSES:
-        near = difflib.get_close_matches(str(name), list(LOSSES) + list(_ALIASES), n=2)
+        near = difflib.get_close_matches(str(name), list(LOSSES) + list(ALIASES), n=2)
         hint = f" (did you mean {' or '.join(near)}?)" if near else ""
         raise SpnirError(f"unknown loss type {name!r}{hint}; expected one of {', '.join(LOSSES)}")
     try:

@@ -22,7 +22,7 @@ Sources:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -103,10 +103,10 @@ class DegradedGTNegatives(nn.Module):
     def __init__(self, degradations: Any, seed: int = 0, count: int = 1) -> None:
         super().__init__()
         if not isinstance(count, int) or count < 1:
-            raise SpnirError(f"degraded-gt negatives: count must be an integer >= 1; got {count!r}")
+            raise SpnirError(f"count = {count!r}: expected an integer >= 1")
         from spnir.data.degrade import build_degradation  # the toolkit's image pipeline (pillow)
 
-        self.degradation = build_degradation(degradations, where="degraded-gt degradations")
+        self.degradation = build_degradation(degradations, where="degradations")
         self.count = count
         self.generator = torch.Generator().manual_seed(int(seed))
 
@@ -134,3 +134,32 @@ class DegradedGTNegatives(nn.Module):
 
     def set_extra_state(self, state: Mapping[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+
+
+# ``spn.source`` -> (the ``spn`` options, seed) -> source; ``history`` (SPN's negative models) is built by
+# :class:`spnir.spn.SPN` from the network itself; ``frozen`` takes the models its caller loaded from ``frozen``.
+SOURCES: dict[str, Callable[[Mapping[str, Any], int], nn.Module] | None] = {
+    "history": None,
+    "input": lambda options, seed: InputNegatives(),
+    "frozen": lambda options, seed: FrozenNegatives(options["frozen"]),
+    "degraded-gt": lambda options, seed: DegradedGTNegatives(options["degradations"], seed=seed,
+                                                             count=options["count"]),
+}
+
+
+def check_source_options(options: Mapping[str, Any], prefix: str = "") -> None:
+    """What the source ``options["source"]`` needs among ``options``, checked before any work starts; errors
+    name each key after ``prefix`` (a config passes ``"spn."``)."""
+    source = options["source"]
+    if source not in SOURCES:
+        raise SpnirError(f"{prefix}source = {source!r} is not one of {list(SOURCES)}")
+    if source == "frozen" and not options["frozen"]:
+        raise SpnirError(f"{prefix}source = frozen needs {prefix}frozen: a list of spnir model checkpoint files")
+    if source == "degraded-gt":
+        if not options["degradations"]:
+            raise SpnirError(f"{prefix}source = degraded-gt needs {prefix}degradations, e.g. "
+                             "[{type: blur, sigma: [0.5, 2]}, {type: noise, sigma: [0, 15]}]")
+        try:
+            DegradedGTNegatives(options["degradations"], count=options["count"])
+        except SpnirError as exc:
+            raise SpnirError(f"{prefix}{exc}") from None

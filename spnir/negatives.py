@@ -57,6 +57,26 @@ def fresh_instance(model: nn.Module) -> nn.Module:
     return create_model(preset["name"], preset["scale"], **preset["overrides"])
 
 
+def check_bank_options(periods: Sequence[int], decays: Sequence[float], init_decay: float,
+                       adaptive_threshold: float | None, adaptive_decay: float, prefix: str = "") -> None:
+    """The rules :class:`NegativeBank` enforces on its options, each error naming the option after ``prefix`` (a
+    config passes ``"spn."``), so a config is checked before any work starts."""
+    if len(periods) != len(decays):
+        raise SpnirError(f"{prefix}periods and {prefix}decays need one entry per negative; got {len(periods)} "
+                         f"periods {list(periods)} and {len(decays)} decays {list(decays)}")
+    if not periods:
+        raise SpnirError(f"{prefix}periods and {prefix}decays are empty: a negative bank needs at least one negative")
+    if any(p < 0 for p in periods):
+        raise SpnirError(f"{prefix}periods = {list(periods)}: expected integers >= 0 (0: no periodic refresh)")
+    for name, value in [("init_decay", init_decay), ("adaptive_decay", adaptive_decay),
+                        *(("decays", d) for d in decays)]:
+        if not 0.0 <= value <= 1.0:
+            raise SpnirError(f"{prefix}{name} = {value!r}: expected a number in [0, 1]")
+    if adaptive_threshold is None and all(p == 0 for p in periods):
+        raise SpnirError(f"every one of {prefix}periods is 0 and {prefix}adaptive_threshold is unset: the negatives "
+                         "would never refresh")
+
+
 class NegativeBank(nn.Module):
     """The negative models of SPN and their refresh schedule.
 
@@ -88,20 +108,7 @@ class NegativeBank(nn.Module):
     ) -> None:
         super().__init__()
         periods, decays = tuple(int(p) for p in periods), tuple(float(d) for d in decays)
-        if len(periods) != len(decays):
-            raise SpnirError(
-                f"periods and decays need one entry per negative; got {len(periods)} periods {periods} "
-                f"and {len(decays)} decays {decays}"
-            )
-        if not periods:
-            raise SpnirError("NegativeBank needs at least one negative (periods/decays are empty)")
-        if any(p < 0 for p in periods):
-            raise SpnirError(f"periods must be >= 0 (0: no periodic refresh); got {periods}")
-        for name, value in [("init_decay", init_decay), ("adaptive_decay", adaptive_decay), *(("decays", d) for d in decays)]:
-            if not 0.0 <= value <= 1.0:
-                raise SpnirError(f"{name} must be in [0, 1]; got {value}")
-        if adaptive_threshold is None and all(p == 0 for p in periods):
-            raise SpnirError("every period is 0 and adaptive_threshold is unset: the negatives would never refresh")
+        check_bank_options(periods, decays, init_decay, adaptive_threshold, adaptive_decay)
         self.periods, self.decays = periods, decays
         self.init_decay = float(init_decay)
         self.adaptive_threshold = adaptive_threshold

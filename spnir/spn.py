@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spnir.device import AUTOCAST_DTYPES, autocast_dtype
 from spnir.errors import SpnirError
 from spnir.ranks import mean_over_ranks
 from spnir.features import VGGFeatures
@@ -65,17 +66,12 @@ def make_features(features: str | nn.Module | FeatureFn, layer_names: Sequence[s
     return features
 
 
-_AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
 def _autocast_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or dtype in ("float32", "fp32", torch.float32):
+    if dtype is None or dtype is torch.float32:
         return None
     if isinstance(dtype, str):
-        if dtype not in _AUTOCAST_DTYPES:
-            raise SpnirError(f"feature_dtype must be float32, bfloat16 or float16; got {dtype!r}")
-        return _AUTOCAST_DTYPES[dtype]
-    if dtype not in (torch.bfloat16, torch.float16):
+        return autocast_dtype(dtype, "feature_dtype")
+    if dtype not in AUTOCAST_DTYPES.values():
         raise SpnirError(f"feature_dtype must be torch.bfloat16 or torch.float16 (or None); got {dtype}")
     return dtype
 
@@ -93,24 +89,29 @@ def uncertainty_weights(out: torch.Tensor, negatives: Sequence[torch.Tensor], ep
     return spread / spread.mean(dim=(2, 3), keepdim=True)
 
 
-def _check_options(layer_weights: Mapping[str, float], weight: float | str, form: str, max_distance: float | None,
-                   target_ratio: float, uncertainty_weight: float, uncertainty_eps: float) -> None:
+def check_options(layer_weights: Mapping[str, float] | Sequence[str], weight: float | str, form: str,
+                  max_distance: float | None, target_ratio: float, uncertainty_weight: float,
+                  uncertainty_eps: float = 1e-3, prefix: str = "") -> None:
+    """The rules :class:`NegativeLoss` and :class:`SPN` enforce on their options, each error naming the option
+    after ``prefix`` (a config passes ``"spn."``), so a config is checked before any work starts."""
     if not layer_weights:
-        raise SpnirError("layer_weights is empty: name at least one feature layer")
+        raise SpnirError(f"{prefix}layer_weights is empty: name at least one feature layer")
     if weight == "auto":
         if not 0.0 < target_ratio:
-            raise SpnirError(f"target_ratio must be > 0; got {target_ratio}")
+            raise SpnirError(f"{prefix}target_ratio = {target_ratio!r}: expected a number > 0")
     elif isinstance(weight, str) or float(weight) < 0:
-        raise SpnirError(f"weight must be a number >= 0 or 'auto'; got {weight!r}")
+        raise SpnirError(f"{prefix}weight = {weight!r}: expected a number >= 0 or 'auto'")
     if form not in FORMS:
-        raise SpnirError(f"form must be one of {', '.join(FORMS)}; got {form!r}")
+        raise SpnirError(f"{prefix}form = {form!r} is not one of {list(FORMS)}")
     if max_distance is not None and max_distance <= 0:
-        raise SpnirError(f"max_distance must be > 0 (or None); got {max_distance}")
+        raise SpnirError(f"{prefix}max_distance = {max_distance!r}: expected a number > 0 (or null)")
     if max_distance is not None and form != "difference":
-        raise SpnirError("max_distance caps the distance of the difference form; the ratio form is bounded below by 0")
-    if uncertainty_weight < 0 or uncertainty_eps <= 0:
-        raise SpnirError(f"uncertainty_weight must be >= 0 and uncertainty_eps > 0; got {uncertainty_weight}, "
-                         f"{uncertainty_eps}")
+        raise SpnirError(f"{prefix}max_distance caps the distance of {prefix}form difference; {prefix}form {form} "
+                         "takes no max_distance (the ratio form is bounded below by 0)")
+    if uncertainty_weight < 0:
+        raise SpnirError(f"{prefix}uncertainty_weight = {uncertainty_weight!r}: expected a number >= 0")
+    if uncertainty_eps <= 0:
+        raise SpnirError(f"{prefix}uncertainty_eps = {uncertainty_eps!r}: expected a number > 0")
 
 
 class NegativeLoss(nn.Module):
@@ -155,8 +156,8 @@ class NegativeLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.layer_weights = dict(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
-        _check_options(self.layer_weights, weight, form, max_distance, target_ratio, uncertainty_weight,
-                       uncertainty_eps)
+        check_options(self.layer_weights, weight, form, max_distance, target_ratio, uncertainty_weight,
+                      uncertainty_eps)
         for method in ("negatives", "step"):
             if not callable(getattr(source, method, None)):
                 raise SpnirError(f"source {type(source).__name__} has no {method}() method: expected a negative "
@@ -439,7 +440,7 @@ class SPN(NegativeLoss):
         feature_dtype: torch.dtype | str | None = None,
     ) -> None:
         names = list(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
-        _check_options(names, weight, form, max_distance, target_ratio, uncertainty_weight, uncertainty_eps)
+        check_options(names, weight, form, max_distance, target_ratio, uncertainty_weight, uncertainty_eps)
         # features first, then the negatives: the global RNG is drawn in the same order as before
         features = make_features(features, names, vgg_weights)
         bank = NegativeBank(model, periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay)

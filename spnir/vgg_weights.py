@@ -209,6 +209,8 @@ def install_vgg_weights(name: str, source: str | os.PathLike | None = None) -> P
 
 
 def _check_kind(kind: str) -> str:
-    if kind not in ("vgg16", "vgg19"):
-        raise SpnirError(f"unknown VGG kind {kind!r}; expected one of vgg16, vgg19")
+    from spnir.features import VGG_KINDS  # the module that builds them (it imports this one)
+
+    if kind not in VGG_KINDS:
+        raise SpnirError(f"unknown VGG kind {kind!r}; expected one of {', '.join(VGG_KINDS)}")
     return kind

@@ -39,7 +39,9 @@ def test_unknown_key_names_it_and_the_near_match(path, value, words):
     ("optim.lr=-1", "optim.lr = -1.0: expected a number > 0"),
     ("data.train.batch_size=2.5", "data.train.batch_size = 2.5 (float): expected an integer > 0"),
     ("ema.decay=1.0", "ema.decay = 1.0: expected a number in [0, 1)"),
-    ("train.amp=fp8", "train.amp = 'fp8' is not one of ['none', 'bf16', 'fp16']"),
+    ("train.amp=fp8", "train.amp = 'fp8' is not one of ['none', 'bfloat16', 'float16']"),
+    ("train.amp=bf16", "train.amp = 'bf16': write bfloat16"),
+    ("spn.feature_dtype=fp16", "spn.feature_dtype = 'fp16': write float16"),
     ("spn.init_decay=2", "spn.init_decay = 2.0: expected a number in [0, 1]"),
     ("spn.periods=[1,2,3]", "need one entry per negative"),
     ("spn.weight=much", "spn.weight = 'much': expected a number >= 0 or 'auto'"),
@@ -115,3 +117,50 @@ def test_epoch_unit_changes_the_lr_once_per_epoch():
         optimizer.step()
         scheduler.step()
     assert lrs == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_config_and_model_arguments_read_values_with_one_engine():
+    """``2e3`` (a string to YAML) is an integer where one is expected, in the schema and in ``model.args``."""
+    config = load_config(tiny_config(), ["train.total_iter=2e3", "model.args.num_feat=8.0", "optim.lr=1e-3"])
+    assert config["train"]["total_iter"] == 2000 and config["model"]["args"]["num_feat"] == 8
+    assert isinstance(config["model"]["args"]["num_feat"], int) and config["optim"]["lr"] == 1e-3
+    for override in ("train.total_iter=2.5", "model.args.num_feat=2.5"):
+        with pytest.raises(SpnirError, match="2.5 \\(float\\): .*an integer"):
+            load_config(tiny_config(), [override])
+
+
+@pytest.mark.parametrize("override,build,words", [
+    ("spn.max_distance=-1", lambda: _spn(max_distance=-1.0), "max_distance = -1.0: expected a number > 0"),
+    ("spn.adaptive_decay=1.5", lambda: _spn(adaptive_decay=1.5), "adaptive_decay = 1.5: expected a number in [0, 1]"),
+    ("ema.decay=1", lambda: _ema(1.0), "decay = 1.0: expected a number in [0, 1)"),
+])
+def test_a_rule_a_constructor_enforces_reads_the_same_in_the_config(override, build, words):
+    with pytest.raises(SpnirError) as from_config:
+        load_config(tiny_config(), [override])
+    with pytest.raises(SpnirError) as from_python:
+        build()
+    assert words in str(from_python.value)
+    key = override.split("=")[0]
+    assert f"--set {override}: {key.rsplit('.', 1)[0]}.{words}" in str(from_config.value)
+
+
+def _spn(**options):
+    from spnir.spn import SPN
+
+    return SPN(torch.nn.Conv2d(3, 3, 1), layer_weights={"raw": 1.0}, features=lambda x: {"raw": x}, **options)
+
+
+def _ema(decay):
+    from spnir.ema import ModelEMA
+
+    return ModelEMA(torch.nn.Conv2d(3, 3, 1), decay)
+
+
+def test_schedule_rules_live_with_the_schedules():
+    from spnir.train.optim import check_schedule
+
+    sched = load_config(tiny_config())["scheduler"]
+    with pytest.raises(SpnirError, match="milestones must increase"):
+        check_schedule({**sched, "milestones": [4, 2]})
+    with pytest.raises(SpnirError, match="--set scheduler.milestones=\\[4, 2\\]: scheduler.milestones must increase"):
+        load_config(tiny_config(), ["scheduler.milestones=[4, 2]"])

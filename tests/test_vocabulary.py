@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from spnir.errors import SpnirError
@@ -88,3 +89,43 @@ def test_demo_cli_flag_matches_the_config_key():
     out = subprocess.run([sys.executable, "-m", "spnir", "demo", "--help"], capture_output=True, text=True,
                          check=True).stdout
     assert "--vgg-weights" in out
+
+
+def test_config_vocabularies_come_from_their_owners():
+    from spnir.data.paired import LAYOUTS
+    from spnir.device import AUTOCAST_DTYPES
+    from spnir.features import VGG_KINDS
+    from spnir.losses import LOSSES
+    from spnir.negative_sources import SOURCES
+    from spnir.spn import FORMS
+    from spnir.train.optim import OPTIMIZERS, SCHEDULERS
+
+    assert SCHEMA["scheduler"]["type"].choices == tuple(SCHEDULERS)
+    assert SCHEMA["optim"]["type"].choices == tuple(OPTIMIZERS)
+    assert SCHEMA["spn"]["source"].choices == tuple(SOURCES)
+    assert SCHEMA["spn"]["form"].choices == FORMS and SCHEMA["spn"]["features"].choices == VGG_KINDS
+    assert SCHEMA["data"]["train"]["layout"].choices == ("auto", *LAYOUTS)
+    assert all(name in SCHEMA["loss"]["type"].doc for name in LOSSES)
+    for field in (SCHEMA["train"]["amp"], SCHEMA["val"]["amp"], SCHEMA["spn"]["feature_dtype"]):
+        assert field.choices[1:] == tuple(AUTOCAST_DTYPES)
+
+
+@pytest.mark.parametrize("key,short,right", [("train.amp", "bf16", "bfloat16"), ("val.amp", "fp16", "float16"),
+                                             ("spn.feature_dtype", "bf16", "bfloat16")])
+def test_a_dtype_has_one_spelling_and_the_other_names_it(key, short, right):
+    section, name = key.split(".")
+    config = _minimal(enabled=True, vgg_weights="random")
+    config.setdefault(section, {})[name] = short
+    with pytest.raises(SpnirError, match=f"{key} = '{short}': write {right}"):
+        validate(config)
+    config[section][name] = right
+    assert validate(config)[section][name] == right
+
+
+def test_the_python_api_refuses_the_short_dtype_spelling_too():
+    from spnir.device import autocast_dtype
+    from spnir.negative_sources import InputNegatives
+
+    with pytest.raises(SpnirError, match="feature_dtype = 'bf16': write bfloat16"):
+        NegativeLoss(InputNegatives(), layer_weights={"raw": 1.0}, features=lambda x: {"raw": x}, feature_dtype="bf16")
+    assert autocast_dtype("float16", "val.amp") is torch.float16 and autocast_dtype("none") is None

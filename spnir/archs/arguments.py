@@ -7,13 +7,12 @@ wrong type with the type the annotation asks for, before anything is built.
 """
 from __future__ import annotations
 
-import collections.abc
 import difflib
 import inspect
-import types
 import typing
 from typing import Any, Callable, Mapping
 
+from spnir.coerce import conform, describe_type
 from spnir.errors import SpnirError
 
 
@@ -61,8 +60,8 @@ def accepted_arguments(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> di
 
 def check_arguments(fn: Callable[..., Any], args: Mapping[str, Any], what: str, where: str = "",
                     skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``args`` checked against ``fn``'s keyword arguments (see :func:`accepted_arguments`); numbers written as
-    strings (YAML's ``1e-4``) become numbers where a number is expected. ``what`` names the builder in messages
+    """``args`` checked against ``fn``'s keyword arguments (see :func:`accepted_arguments`) and converted as
+    :func:`spnir.coerce.conform` reads YAML (``1e-4`` becomes a number where a number is expected). ``what`` names the builder in messages
     ("preset 'edsr'"), ``where`` prefixes each key ("model.args.", "--set "); ``skip`` are arguments the caller
     passes itself (``scale``)."""
     accepted = accepted_arguments(fn, skip)
@@ -78,89 +77,9 @@ def check_arguments(fn: Callable[..., Any], args: Mapping[str, Any], what: str, 
                         if key in skip else "")
             raise ArgumentError(key, f"{where}{key}: {what} has no argument {key!r}{hint}{reserved}; "
                                      f"it accepts: {known}")
-        ok, converted = _conforms(value, accepted[key])
+        ok, converted = conform(value, accepted[key])
         if not ok:
             raise ArgumentError(key, f"{where}{key} = {value!r} ({type(value).__name__}): {what} expects "
                                      f"{describe_type(accepted[key])}")
         checked[key] = converted
     return checked
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _conforms(value: Any, hint: Any) -> tuple[bool, Any]:
-    """``(value fits hint, value as passed on)``."""
-    if hint is Any or hint is inspect.Parameter.empty:
-        return True, value
-    origin, params = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        for option in params:
-            ok, converted = _conforms(value, option)
-            if ok:
-                return True, converted
-        return False, value
-    if origin is typing.Literal:
-        return value in params, value
-    if hint is type(None):
-        return value is None, value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, value
-        number = _number(value)
-        return number is not None, number if number is not None else value
-    if hint is str:
-        return isinstance(value, str), value
-    if origin in (tuple, list, collections.abc.Sequence) or hint in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        if origin is tuple and params and params[-1] is not Ellipsis:
-            if len(value) != len(params):
-                return False, value
-            items = list(zip(value, params))
-        else:
-            item = params[0] if params else Any
-            items = [(v, item) for v in value]
-        converted = []
-        for v, h in items:
-            ok, c = _conforms(v, h)
-            if not ok:
-                return False, value
-            converted.append(c)
-        return True, (tuple(converted) if isinstance(value, tuple) else converted)
-    if inspect.isclass(hint):
-        return isinstance(value, hint), value
-    return True, value
-
-
-def describe_type(hint: Any) -> str:
-    """Words for what ``hint`` accepts: ``int | None`` -> "an integer or null"."""
-    origin, params = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe_type(p) for p in params)
-    if origin is typing.Literal:
-        return f"one of {list(params)}"
-    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
-    if hint in words:
-        return words[hint]
-    if origin in (tuple, list, collections.abc.Sequence) or hint in (tuple, list):
-        if origin is tuple and params and params[-1] is not Ellipsis:
-            if len(set(params)) == 1:
-                return f"a list of {len(params)} {_plural(params[0])}"
-            return f"a list of {len(params)} ({', '.join(describe_type(p) for p in params)})"
-        return f"a list of {_plural(params[0]) if params else 'values'}"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _plural(hint: Any) -> str:
-    return {bool: "true/false", int: "integers", float: "numbers", str: "strings"}.get(hint, describe_type(hint))

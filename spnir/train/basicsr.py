@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spnir.errors import SpnirError
+from spnir.losses import LOSSES
 
 Options = dict[str, Any]
 
@@ -37,7 +38,7 @@ _PRESET_DEFAULTS = {
     "swinir": {"depths": [6] * 6, "num_heads": [6] * 6, "upsampler": "pixelshuffle"},
 }
 
-_LOSS_TYPES = {"L1Loss", "MSELoss", "CharbonnierLoss", "PSNRLoss"}
+_LOSS_TYPES = set(LOSSES)  # the BasicSR class names spnir.losses implements
 _SCHEDULERS = {"MultiStepLR", "MultiStepRestartLR", "CosineAnnealingRestartLR", "TrueCosineAnnealingLR",
                "CosineAnnealingLR", "LinearLR"}
 # Keys with no effect in spnir, and why.

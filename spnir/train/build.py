@@ -26,7 +26,7 @@ from spnir.features import VGGFeatures
 from spnir.losses import build_loss
 from spnir.metric_suite import MetricSuite
 from spnir.metrics import MetricSettings
-from spnir.negative_sources import DegradedGTNegatives, FrozenNegatives, InputNegatives
+from spnir.negative_sources import SOURCES
 from spnir.spn import SPN, NegativeLoss
 from spnir.train.config import Config, expand_path, import_factory
 from spnir.train.distributed import DistContext, ShardedBatchSampler
@@ -152,13 +152,14 @@ def fresh_models(model_cfg: Config, seed: int) -> Callable[[], nn.Module]:
 
 
 def build_negative_source(cfg: Config, seed: int) -> nn.Module:
-    """The non-history negative source named by ``spn.source``."""
-    if cfg["source"] == "input":
-        return InputNegatives()
-    if cfg["source"] == "frozen":
-        return FrozenNegatives([model_from_checkpoint(expand_path(str(p), f"spn.frozen[{i}]"))
-                                for i, p in enumerate(_frozen_paths(cfg))])
-    return DegradedGTNegatives(cfg["degradations"], seed=seed, count=cfg["count"])
+    """The non-history negative source named by ``spn.source`` (:data:`spnir.negative_sources.SOURCES`); the
+    models of ``spn.frozen`` loaded first."""
+    build = SOURCES[cfg["source"]]
+    if build is None:
+        raise SpnirError(f"spn.source {cfg['source']} is built by spnir.spn.SPN, not as a separate source")
+    paths = _frozen_paths(cfg) if cfg["source"] == "frozen" else []
+    frozen = [model_from_checkpoint(expand_path(str(p), f"spn.frozen[{i}]")) for i, p in enumerate(paths)]
+    return build({**cfg, "frozen": frozen}, seed)
 
 
 def samples_per_step(config: Config) -> int:

@@ -17,10 +17,12 @@ from spnir.errors import SpnirError
 
 Factor = Callable[[int], float]
 
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
+
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], optim: dict[str, Any]) -> torch.optim.Optimizer:
     """Adam or AdamW from the ``optim`` section (``fused`` / ``foreach``: PyTorch's implementations)."""
-    cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[optim["type"]]
+    cls = OPTIMIZERS[optim["type"]]
     return cls(params, lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"],
                eps=optim["eps"], fused=optim.get("fused"), foreach=optim.get("foreach"))
 
@@ -38,24 +40,57 @@ def keep_kernels(optimizer: torch.optim.Optimizer, kernels: list[dict[str, Any]]
                 optimizer.state[param]["step"] = step.to(param.device if on_device else "cpu", torch.float32)
 
 
+def _constant(sched: dict[str, Any], total: int, eta: float) -> Factor:
+    return lambda t: 1.0
+
+
+def _multistep(sched: dict[str, Any], total: int, eta: float) -> Factor:
+    milestones, gamma = list(sched["milestones"]), sched["gamma"]
+    return lambda t: gamma ** bisect.bisect_right(milestones, t)
+
+
+def _cosine(sched: dict[str, Any], total: int, eta: float) -> Factor:
+    t_max = sched["t_max"] or total
+    return lambda t: eta + (1.0 - eta) * 0.5 * (1.0 + math.cos(math.pi * t / t_max))
+
+
+def _restarts(sched: dict[str, Any], total: int, eta: float) -> Factor:
+    return _cosine_restarts(sched["periods"], sched["restart_weights"] or [1.0] * len(sched["periods"]), eta)
+
+
+def _linear(sched: dict[str, Any], total: int, eta: float) -> Factor:
+    return lambda t: max(0.0, 1.0 - t / total)
+
+
+# ``scheduler.type`` -> (section, run length, eta_min / lr) -> factor of the base lr before warmup
+SCHEDULERS: dict[str, Callable[[dict[str, Any], int, float], Factor]] = {
+    "constant": _constant,
+    "multistep": _multistep,
+    "cosine": _cosine,
+    "cosine_restarts": _restarts,
+    "linear": _linear,
+}
+
+
+def check_schedule(sched: dict[str, Any], prefix: str = "") -> None:
+    """The options each schedule needs, checked before any work starts; errors name each key after ``prefix``
+    (a config passes ``"scheduler."``)."""
+    if sched["type"] not in SCHEDULERS:
+        raise SpnirError(f"{prefix}type = {sched['type']!r} is not one of {list(SCHEDULERS)}")
+    if sched["type"] == "multistep" and sorted(sched["milestones"]) != list(sched["milestones"]):
+        raise SpnirError(f"{prefix}milestones must increase; got {sched['milestones']}")
+    if sched["type"] == "cosine_restarts":
+        if not sched["periods"]:
+            raise SpnirError(f"{prefix}type cosine_restarts needs {prefix}periods")
+        if sched["restart_weights"] and len(sched["restart_weights"]) != len(sched["periods"]):
+            raise SpnirError(f"{prefix}restart_weights needs one entry per period ({len(sched['periods'])}); "
+                             f"got {sched['restart_weights']}")
+
+
 def schedule_factor(sched: dict[str, Any], total: int, base_lr: float) -> Factor:
     """``t -> lr(t) / base_lr`` for the ``scheduler`` section; ``total`` is the run length in its unit."""
-    kind = sched["type"]
-    eta = sched["eta_min"] / base_lr
-    if kind == "constant":
-        main: Factor = lambda t: 1.0
-    elif kind == "multistep":
-        milestones, gamma = list(sched["milestones"]), sched["gamma"]
-        main = lambda t: gamma ** bisect.bisect_right(milestones, t)
-    elif kind == "cosine":
-        t_max = sched["t_max"] or total
-        main = lambda t: eta + (1.0 - eta) * 0.5 * (1.0 + math.cos(math.pi * t / t_max))
-    elif kind == "cosine_restarts":
-        main = _cosine_restarts(sched["periods"], sched["restart_weights"] or [1.0] * len(sched["periods"]), eta)
-    elif kind == "linear":
-        main = lambda t: max(0.0, 1.0 - t / total)
-    else:
-        raise SpnirError(f"unknown scheduler type {kind!r}")
+    check_schedule(sched)
+    main = SCHEDULERS[sched["type"]](sched, total, sched["eta_min"] / base_lr)
     warmup = sched["warmup"]
     if warmup <= 0:
         return main

@@ -1,11 +1,11 @@
 """The one training loop. Tasks differ only in what :mod:`spnir.train.build` puts into it.
 
 Per iteration (one optimiser step): for each of ``accumulate`` micro-batches, forward (optionally under
-bf16/fp16 autocast), reconstruction loss plus the SPN term, backward of their sum over ``accumulate``; then
+bfloat16/float16 autocast), reconstruction loss plus the SPN term, backward of their sum over ``accumulate``; then
 gradient clipping, one device-to-host transfer of the loss terms, the gradient's finiteness, the gradient
 norm (when clipping or logging), the values the negatives' next step decides on (``step_inputs``) and the
 stop flag (all ranks agree), the finiteness check, the optimiser and scheduler step, then the negatives' schedule and the evaluation EMA.
-With fp16 a step the GradScaler skips for inf/NaN gradients advances the learning-rate schedule (the
+With float16 a step the GradScaler skips for inf/NaN gradients advances the learning-rate schedule (the
 iteration counts, as in BasicSR) but neither the negatives' schedule nor the EMA: both follow the optimiser
 steps actually taken. A SIGINT/SIGTERM sets a flag that is honoured at the end of the iteration: a resumable
 checkpoint is written and :meth:`Trainer.fit` returns.
@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from spnir.device import autocast_dtype
 from spnir.ema import ModelEMA
 from spnir.errors import SpnirError
 from spnir.spn import NegativeLoss
@@ -117,8 +118,9 @@ class Trainer:
         self.on_iteration = on_iteration
         self.iteration = 0
         self.last_validation: dict[str, dict[str, float]] = {}
-        self.scaler = torch.amp.GradScaler(ctx.device.type) if parts.amp == "fp16" else None
-        self.skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
+        self.amp_dtype = autocast_dtype(parts.amp, "train.amp")
+        self.scaler = torch.amp.GradScaler(ctx.device.type) if self.amp_dtype is torch.float16 else None
+        self.skipped_steps = 0  # float16 steps the GradScaler skipped (inf/NaN gradients)
         self._spn_step_inputs: dict[str, float] = {}  # the negative loss's step_inputs(), fetched by _fetch
 
     # ------------------------------------------------------------------------------------------ state
@@ -173,10 +175,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- loop
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.parts.amp == "none":
+        if self.amp_dtype is None:
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.parts.amp == "bf16" else torch.float16
-        return torch.autocast(self.ctx.device.type, dtype=dtype)
+        return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
 
     def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         p, device = self.parts, self.ctx.device
@@ -225,7 +226,7 @@ class Trainer:
         return {k: v / count for k, v in sums.items()} if count > 1 else sums
 
     def _gradient(self, measure_norm: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Unscale (fp16), clip; returns whether every gradient is finite and the norm (when clipping or
+        """Unscale (float16), clip; returns whether every gradient is finite and the norm (when clipping or
         ``measure_norm``), both still on the device."""
         p = self.parts
         if self.scaler is not None:
@@ -303,7 +304,7 @@ class Trainer:
                    measure_grad_norm: bool = True) -> tuple[dict[str, float], float, bool]:
         """One iteration (optimiser step) on ``batch``: the loss terms (averaged over ranks and micro-batches),
         the gradient norm (NaN when neither clipping nor ``measure_grad_norm``), and whether any rank asked to
-        stop. Raises :class:`TrainingDiverged` on a NaN/Inf term, or on a NaN/Inf gradient without fp16's
+        stop. Raises :class:`TrainingDiverged` on a NaN/Inf term, or on a NaN/Inf gradient without float16's
         GradScaler (which skips such steps instead)."""
         terms = self._backward(batch)
         grads_finite, norm = self._gradient(measure_grad_norm)

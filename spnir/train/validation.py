@@ -3,7 +3,7 @@ and the best value of each with the iteration it came from (kept in checkpoints,
 
 Inference is :func:`spnir.restore.restore_image`, the routine of ``spnir restore``: whole images, or tiles
 (``val.tile``, ``val.tile_overlap``; equal to whole-image inference when a tile covers the image), optionally
-under bf16/fp16 autocast (``val.amp``)."""
+under bfloat16/float16 autocast (``val.amp``)."""
 from __future__ import annotations
 
 import contextlib
@@ -14,17 +14,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from spnir.device import autocast_dtype
 from spnir.metric_suite import MetricSuite, is_better
 from spnir.metrics import MetricSettings
 from spnir.restore import restore_image
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 @dataclass(frozen=True)
 class Inference:
-    """How validation restores an image: ``scale``, tiling (``tile=None``: whole), autocast (``none``/``bf16``/
-    ``fp16``), and how many restored images of each set to keep for looking at (``save_images``)."""
+    """How validation restores an image: ``scale``, tiling (``tile=None``: whole), autocast (``none``/``bfloat16``/
+    ``float16``), and how many restored images of each set to keep for looking at (``save_images``)."""
 
     scale: int = 1
     tile: int | None = None
@@ -76,8 +74,8 @@ class Validator:
     def restore(self, model: nn.Module, lq: torch.Tensor) -> torch.Tensor:
         """``model``'s output for one LQ batch on the device, float32 in [0, 1]."""
         inf = self.inference
-        autocast = (torch.autocast(self.device.type, dtype=AMP_DTYPES[inf.amp]) if inf.amp != "none"
-                    else contextlib.nullcontext())
+        dtype = autocast_dtype(inf.amp, "val.amp")
+        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with autocast:
             out = restore_image(model, lq.to(self.device), inf.scale, inf.tile, inf.tile_overlap)
         return out.float().clamp(0, 1)

@@ -8,6 +8,7 @@ convolution (zero padding would then differ at the borders).
 """
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Iterable
 
@@ -41,6 +42,20 @@ def layer_names(kind: str) -> list[str]:
     return names
 
 
+def check_layers(kind: str, layers: Iterable[str], setting: str = "layers", features: str = "kind") -> None:
+    """The rule :class:`VGGFeatures` enforces: at least one layer, each one of :func:`layer_names` of ``kind``;
+    errors name ``setting`` and ``features`` (a config passes ``spn.layer_weights`` and ``spn.features``)."""
+    names, layers = layer_names(kind), list(layers)
+    if not layers:
+        raise SpnirError(f"{setting} is empty: name at least one VGG layer")
+    unknown = [name for name in layers if name not in names]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise SpnirError(f"{setting} names {unknown}{hint}, which {features} {kind} does not have; its layers: "
+                         f"{', '.join(names)}")
+
+
 class VGGFeatures(nn.Module):
     """Named VGG feature maps of an image batch in ``[0, 1]`` (or ``[-1, 1]`` with ``range_norm``).
 
@@ -68,11 +83,7 @@ class VGGFeatures(nn.Module):
         names = layer_names(kind)
         self.kind = kind
         self.layers = list(layers)
-        if not self.layers:
-            raise SpnirError("VGGFeatures needs at least one layer name")
-        unknown = [name for name in self.layers if name not in names]
-        if unknown:
-            raise SpnirError(f"{kind} has no layer(s) {unknown}; its layers are {', '.join(names)}")
+        check_layers(kind, self.layers)
         depth = max(names.index(name) for name in self.layers) + 1
         self.names = names[:depth]
         self.body = nn.Sequential(*_build_layers(kind, depth))

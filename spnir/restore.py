@@ -99,6 +99,14 @@ class _TileRunner:
         return y
 
 
+def check_tiling(tile: int | None, tile_overlap: int, prefix: str = "") -> None:
+    """The tiler's rule: ``tile`` (``None``: whole images) at least 1 and ``0 <= tile_overlap < tile``; errors
+    name each option after ``prefix`` (a config passes ``"val."``)."""
+    if tile is not None and (tile < 1 or not 0 <= tile_overlap < tile):
+        raise SpnirError(f"{prefix}tile={tile}, {prefix}tile_overlap={tile_overlap}: need {prefix}tile >= 1 and "
+                         "0 <= overlap < tile")
+
+
 def restore_image(
     model: nn.Module,
     lq: torch.Tensor,
@@ -113,8 +121,7 @@ def restore_image(
     """
     if lq.dim() not in (3, 4):
         raise SpnirError(f"expected an image tensor (C, H, W) or (N, C, H, W), got shape {tuple(lq.shape)}")
-    if tile is not None and (tile < 1 or not 0 <= tile_overlap < tile):
-        raise SpnirError(f"tile={tile}, tile_overlap={tile_overlap}: need tile >= 1 and 0 <= overlap < tile")
+    check_tiling(tile, tile_overlap)
     batch = lq if lq.dim() == 4 else lq.unsqueeze(0)
     run = _TileRunner(model, scale, self_ensemble)
     with torch.inference_mode():

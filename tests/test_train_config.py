@@ -164,3 +164,8 @@ def test_schedule_rules_live_with_the_schedules():
         check_schedule({**sched, "milestones": [4, 2]})
     with pytest.raises(SpnirError, match="--set scheduler.milestones=\\[4, 2\\]: scheduler.milestones must increase"):
         load_config(tiny_config(), ["scheduler.milestones=[4, 2]"])
+
+
+def test_the_tilers_rule_is_checked_at_validation_in_its_own_words():
+    with pytest.raises(SpnirError, match=r"--set val.tile_overlap=16: val.tile=16, val.tile_overlap=16: need"):
+        load_config(tiny_config(val={"tile": 16}), ["val.tile_overlap=16"])

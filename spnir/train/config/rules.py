@@ -2,17 +2,19 @@
 (no data, no weights are read). A rule a constructor enforces is its owner's validator, called here with the
 config key in front of its message (:func:`spnir.spn.check_options`, :func:`spnir.negatives.check_bank_options`,
 :func:`spnir.negative_sources.check_source_options`, :func:`spnir.ema.check_decay`,
-:func:`spnir.train.optim.check_schedule`, :func:`spnir.losses.build_loss`)."""
+:func:`spnir.features.check_layers`, :func:`spnir.restore.check_tiling`, :func:`spnir.train.optim.check_schedule`,
+:func:`spnir.losses.build_loss`)."""
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
 
 from spnir.coerce import number
 from spnir.ema import check_decay
 from spnir.errors import SpnirError, shown
+from spnir.features import check_layers
 from spnir.negative_sources import check_source_options
 from spnir.negatives import check_bank_options
+from spnir.restore import check_tiling
 from spnir.spn import check_options
 from spnir.train.config.schema import Config, Origin
 from spnir.train.optim import check_schedule
@@ -72,14 +74,13 @@ def _check_length(config: Config, origin: Origin) -> None:
 
 
 def _check_speed_settings(config: Config, origin: Origin) -> None:
-    """``optim.fused`` / ``optim.foreach`` exclude each other; ``val.tile_overlap`` is smaller than the tile."""
+    """``optim.fused`` / ``optim.foreach`` exclude each other; the tiler's rule on ``val.tile``/``val.tile_overlap``."""
     if config["optim"]["fused"] and config["optim"]["foreach"]:
         raise SpnirError(f"{origin.at('optim.fused', 'optim.foreach')}: optim.fused and optim.foreach are both "
                          "true; choose one")
     val = config["val"]
-    if val["tile"] is not None and val["tile_overlap"] >= val["tile"]:
-        raise SpnirError(f"{origin.at('val.tile', 'val.tile_overlap')}: val.tile_overlap = {val['tile_overlap']} "
-                         f"must be smaller than val.tile = {val['tile']}")
+    _owned(origin, "val", {"tile": None, "tile_overlap": None},
+           lambda: check_tiling(val["tile"], val["tile_overlap"], "val."))
 
 
 def _check_model(model: Config, origin: Origin) -> None:
@@ -122,7 +123,7 @@ def _check_wandb(log: Config, origin: Origin) -> None:
 
 def _check_spn(spn: Config, origin: Origin) -> None:
     """The ``spn`` options through the validators of the objects they build (also when ``enabled`` is false, as
-    a type error would be); the VGG layers against ``spn.features``."""
+    a type error would be); when enabled, the VGG layers against ``spn.features`` and the source's needs."""
     weight = spn["weight"]
     if weight != "auto" and number(weight) is not None:
         spn["weight"] = weight = number(weight)
@@ -135,16 +136,8 @@ def _check_spn(spn: Config, origin: Origin) -> None:
             prefix="spn."))
     if not spn["enabled"]:
         return
-    from spnir.features import layer_names
-
-    known = layer_names(spn["features"])
-    unknown = [k for k in spn["layer_weights"] if k not in known]
-    if unknown:
-        near = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f" (did you mean {near[0]}?)" if near else ""
-        raise SpnirError(f"{origin.at('spn.layer_weights', 'spn.features')}: spn.layer_weights names {unknown}"
-                         f"{hint}, which spn.features {spn['features']} does not have; its layers: "
-                         f"{', '.join(known)}")
+    _owned(origin, "spn", {"layer_weights": None, "features": None},
+           lambda: check_layers(spn["features"], spn["layer_weights"], "spn.layer_weights", "spn.features"))
     _owned(origin, "spn", spn, lambda: check_source_options(spn, prefix="spn."))
 
 

@@ -232,9 +232,9 @@ SCHEMA: dict[str, Any] = {
         "on_error": Field(str, "skip", "a validation image that fails its check at the start is left out with "
                           "its reason in the log (skip, as spnir eval does) or stops the run (stop)",
                           choices=("skip", "stop")),
-        "tile": _pos(None, "restore in tiles of this many LQ pixels (spnir restore's tiler); null: whole images",
-                     nullable=True),
-        "tile_overlap": _nonneg(32, "overlap of neighbouring tiles in LQ pixels (< val.tile)"),
+        "tile": Field(int, None, "restore in tiles of this many LQ pixels (spnir restore's tiler); null: whole "
+                      "images", nullable=True),
+        "tile_overlap": Field(int, 32, "overlap of neighbouring tiles in LQ pixels (< val.tile)"),
         "amp": Field(str, "none", "inference precision of validation: none, bfloat16, float16",
                      choices=("none", *AUTOCAST_DTYPES), spellings=DTYPE_SPELLINGS),
         "save_images": _nonneg(0, "write the first N restored images of each set at each validation to "

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 import spnir
-from spnir.archs.checkpoint import input_channels, save_model_checkpoint
+from spnir.archs.model_files import input_channels, save_model_checkpoint
 from spnir.archs.registry import get_preset
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError

@@ -201,7 +201,7 @@ def test_cli_stop_policy_and_argument_errors(messy_set: Path, capsys: pytest.Cap
 
 def test_cli_spnir_checkpoint_with_recorded_overrides_and_set(tmp_path: Path) -> None:
     from spnir.archs import create_model
-    from spnir.archs.checkpoint import save_model_checkpoint
+    from spnir.archs.model_files import save_model_checkpoint
 
     torch.manual_seed(0)
     trained = create_model("edsr-baseline", 2, num_feat=16, num_block=1)
@@ -236,7 +236,7 @@ def test_cli_spnir_checkpoint_with_recorded_overrides_and_set(tmp_path: Path) ->
 
 def test_cli_checkpoint_scale_and_set_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from spnir.archs import create_model
-    from spnir.archs.checkpoint import save_model_checkpoint
+    from spnir.archs.model_files import save_model_checkpoint
 
     ckpt = save_model_checkpoint(create_model("edsr-baseline", 2, num_feat=8, num_block=1), tmp_path / "e.pth")
     _save(tmp_path / "HR" / "a.png", _rgb(24, 20, 8))

@@ -7,7 +7,7 @@ import torch
 
 from spnir.archs import create_model
 from spnir.archs.arguments import ArgumentError, check_arguments, describe_type
-from spnir.archs.checkpoint import model_for_inference, save_model_checkpoint
+from spnir.archs.model_files import model_for_inference, save_model_checkpoint
 from spnir.archs.registry import check_overrides
 from spnir.cli import main
 from spnir.errors import SpnirError
@@ -195,12 +195,12 @@ def test_tile_overlap_must_be_below_the_tile(tmp_path, capsys):
 
 
 def test_eval_checks_its_sets_before_loading_the_model(tmp_path, capsys, monkeypatch):
-    import spnir.archs.checkpoint as checkpoint
+    import spnir.archs.model_files as model_files
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the sets were checked")
 
-    monkeypatch.setattr(checkpoint, "model_for_inference", no_model)
+    monkeypatch.setattr(model_files, "model_for_inference", no_model)
     ckpt = tmp_path / "m.pt"
     ckpt.write_bytes(b"")
     (tmp_path / "empty").mkdir()

@@ -8,7 +8,7 @@ from PIL import Image
 from torch import nn
 
 from spnir.archs import create_model
-from spnir.archs.checkpoint import save_model_checkpoint
+from spnir.archs.model_files import save_model_checkpoint
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.imageio import read_image
@@ -149,13 +149,13 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_cli_model_output_error_names_the_image(tmp_path, monkeypatch, capsys):
-    import spnir.archs.checkpoint as checkpoint
+    import spnir.archs.model_files as model_files
 
     write_png(tmp_path / "x.png", 8, 6, 5)
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"")
     # a x2 model believed to be x4: the tile runner's size check fails for this image
-    monkeypatch.setattr(checkpoint, "model_for_inference", lambda *args, **kwargs: (PixelwiseSR(2), 4))
+    monkeypatch.setattr(model_files, "model_for_inference", lambda *args, **kwargs: (PixelwiseSR(2), 4))
     assert main(["restore", str(tmp_path / "x.png"), "--checkpoint", str(weights), "--out", str(tmp_path / "o"),
                  "--device", "cpu", "--on-error", "stop"]) == 2
     err = capsys.readouterr().err

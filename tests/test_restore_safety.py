@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from spnir.archs import create_model
-from spnir.archs.checkpoint import save_model_checkpoint
+from spnir.archs.model_files import save_model_checkpoint
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.imageio import save_image
@@ -36,12 +36,12 @@ def _restore(*args):
 @pytest.fixture
 def no_model(monkeypatch):
     """Refusals happen before any model loads."""
-    import spnir.archs.checkpoint as checkpoint
+    import spnir.archs.model_files as model_files
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(checkpoint, "model_for_inference", refuse)
+    monkeypatch.setattr(model_files, "model_for_inference", refuse)
 
 
 def test_out_equal_to_an_input_folder_is_refused_before_any_work(tmp_path, ckpt, capsys, no_model):
@@ -90,11 +90,11 @@ def test_same_format_needs_a_quality_for_lossy_inputs(tmp_path, ckpt, capsys, mo
     jpg = _photo(tmp_path / "in" / "photo.jpg")
     _photo(tmp_path / "in" / "drawing.png", 1)
     out = tmp_path / "out"
-    import spnir.archs.checkpoint as checkpoint
+    import spnir.archs.model_files as model_files
 
     loaded = []
-    real = checkpoint.model_for_inference
-    monkeypatch.setattr(checkpoint, "model_for_inference", lambda *a, **k: loaded.append(1) or real(*a, **k))
+    real = model_files.model_for_inference
+    monkeypatch.setattr(model_files, "model_for_inference", lambda *a, **k: loaded.append(1) or real(*a, **k))
     assert _restore(tmp_path / "in", "--checkpoint", ckpt, "--out", out, "--format", "same") == 2
     assert f"{jpg} is JPEG: --format same would re-encode it lossy; give --quality N" in capsys.readouterr().err
     assert not loaded and not out.exists()

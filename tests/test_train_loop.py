@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from spnir.archs.checkpoint import model_from_checkpoint
+from spnir.archs.model_files import model_from_checkpoint
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.train import run_training

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-from spnir.archs.checkpoint import load_checkpoint, model_from_checkpoint, save_model_checkpoint
+from spnir.archs.model_files import load_checkpoint, model_from_checkpoint, save_model_checkpoint
 from spnir.archs.registry import Preset, create_model, get_preset, list_models, register_model
 
 # Families, imported below so that their presets register. Add a family here when its file exists.

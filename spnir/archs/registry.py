@@ -60,7 +60,7 @@ def register_model(
 def register_checkpoint_filter(family: str) -> Callable[[CheckpointFilter], CheckpointFilter]:
     """Decorator registering the function that maps a family's official checkpoint keys to ours.
 
-    The filter is called as ``fn(state, model)`` by ``spnir.archs.checkpoint.load_checkpoint`` with the
+    The filter is called as ``fn(state, model)`` by ``spnir.archs.model_files.load_checkpoint`` with the
     flat state dict already chosen from the file (``params``/``params_ema``/``key=``, or the single
     ``state_dict``/``model``/``net`` wrapper entry) and with ``module.`` prefixes removed; it returns a
     state dict with ``model``'s keys. It must not change tensors it does not need to.

@@ -9,7 +9,7 @@
         --pair GoPro/test/blur GoPro/test/sharp
     spnir eval --model dncnn --checkpoint dncnn_25.pth --task denoise --sigma 25 --data Set12   # KAIR's protocol
 
-The model is built as ``spnir restore`` builds it (:func:`spnir.archs.checkpoint.model_for_inference`).
+The model is built as ``spnir restore`` builds it (:func:`spnir.archs.model_files.model_for_inference`).
 A 1-channel model (DnCNN) is fed grayscale images (:func:`spnir.imageio.to_gray`). ``--task denoise --sigma S``
 makes the noisy input from clean images (``--noise-protocol``, see :mod:`spnir.evaluation`).
 """
@@ -115,7 +115,7 @@ def _metric_list(text: str) -> list[str]:
 def _recorded(args: argparse.Namespace) -> None:
     """Fill ``--task`` and ``--scale`` from what a spnir checkpoint records, where they are not given."""
     if args.checkpoint and (args.task is None or args.scale is None):
-        from spnir.archs.checkpoint import checkpoint_preset, read_checkpoint
+        from spnir.archs.model_files import checkpoint_preset, read_checkpoint
         from spnir.archs.registry import get_preset
 
         record = checkpoint_preset(read_checkpoint(args.checkpoint))
@@ -137,7 +137,7 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:
-    from spnir.archs.checkpoint import input_channels, model_for_inference, parse_overrides
+    from spnir.archs.model_files import input_channels, model_for_inference, parse_overrides
     from spnir.restore import MemoryCheck
 
     if not args.checkpoint:

@@ -66,7 +66,7 @@ def check_arguments(args: argparse.Namespace, fmt: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnir.archs.checkpoint import model_for_inference, parse_overrides
+    from spnir.archs.model_files import model_for_inference, parse_overrides
     from spnir.export import DEFAULT_OPSET, MAX_SIZE, TOLERANCE, describe_model, min_size, require_export_packages
     from spnir.progress import note
 
@@ -100,7 +100,7 @@ def _export_safetensors(model, out: Path, half: bool, what: str) -> None:
     """Write, then load the file back as ``--checkpoint`` would and compare the weights."""
     import torch
 
-    from spnir.archs.checkpoint import model_for_inference
+    from spnir.archs.model_files import model_for_inference
     from spnir.export import export_safetensors, metadata_of
 
     export_safetensors(model, out, half=half)

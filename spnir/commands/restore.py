@@ -117,7 +117,7 @@ def check_plan(plan: dict[Path, Path], inputs: list[str], out_dir: Path, fmt: st
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnir.archs.checkpoint import input_channels, model_for_inference, parse_overrides
+    from spnir.archs.model_files import input_channels, model_for_inference, parse_overrides
     from spnir.imageio import header_size, load_image, save_image, to_gray
     from spnir.restore import MemoryCheck
 

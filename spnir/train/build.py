@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from spnir.archs import create_model
-from spnir.archs.checkpoint import load_checkpoint, model_from_checkpoint
+from spnir.archs.model_files import load_checkpoint, model_from_checkpoint
 from spnir.data.degrade import build_degradation
 from spnir.data.paired import PairedFolder
 from spnir.data.sampling import CleanImages, EpochSampler, Grayscale, MergedImages, PatchDataset, SyntheticPairs

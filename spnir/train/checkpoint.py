@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spnir.archs.checkpoint import read_checkpoint
+from spnir.archs.model_files import read_checkpoint
 from spnir.atomic import save_torch_atomic
 from spnir.checksum import with_checksum
 from spnir.errors import SpnirError

@@ -12,7 +12,7 @@ from torch import nn
 
 from spnir.allocator import use_cpu_allocator
 from spnir.atomic import atomic_path, remove_stale_temporaries
-from spnir.archs.checkpoint import save_model_checkpoint
+from spnir.archs.model_files import save_model_checkpoint
 from spnir.errors import SpnirError
 from spnir.spn import SPN
 from spnir.train.build import build_parts, describe

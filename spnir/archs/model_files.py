@@ -1,4 +1,4 @@
-"""Loading official and spnir checkpoints safely, and spnir's own model checkpoint format.
+"""Model files: official and spnir weights read safely into presets, and spnir's own model checkpoint format.
 
 Reading never unpickles arbitrary objects: ``.pth``/``.pt``/``.ckpt`` files go through
 ``torch.load(weights_only=True)``, with exactly the numpy scalar types allowed besides (some releases,

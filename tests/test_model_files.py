@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from spnir.archs import create_model
-from spnir.archs.checkpoint import (
+from spnir.archs.model_files import (
     load_checkpoint,
     model_from_checkpoint,
     read_checkpoint,
@@ -209,7 +209,7 @@ def test_newer_format_version_is_refused(tmp_path):
 def test_numpy_scalar_allow_list_under_numpy_1_and_2():
     from types import SimpleNamespace
 
-    from spnir.archs.checkpoint import NUMPY_SCALAR_GLOBALS, numpy_scalar_allow_list
+    from spnir.archs.model_files import NUMPY_SCALAR_GLOBALS, numpy_scalar_allow_list
 
     scalar = NUMPY_SCALAR_GLOBALS[0][0]
     numpy1 = SimpleNamespace(core=SimpleNamespace(multiarray=SimpleNamespace(scalar=scalar)), dtype=np.dtype)

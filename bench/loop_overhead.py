@@ -30,7 +30,7 @@ from spn_step import CONFIGS, Config, PlainStep, SpnirStep, batch, build, pertur
 from spnir import VGGFeatures
 from spnir.ema import ModelEMA
 from spnir.losses import L1Loss
-from spnir.train.checkpoint import CheckpointDir
+from spnir.train.training_state import CheckpointDir
 from spnir.train.distributed import DistContext
 from spnir.train.logging import RunLogger
 from spnir.train.trainer import Schedule, Trainer, TrainParts

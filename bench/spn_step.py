@@ -36,7 +36,7 @@ from spnir.allocator import keep_freed_memory
 from spnir.archs import create_model
 from spnir.ema import ModelEMA
 from spnir.losses import L1Loss
-from spnir.train.checkpoint import CheckpointDir
+from spnir.train.training_state import CheckpointDir
 from spnir.train.distributed import DistContext
 from spnir.train.logging import RunLogger
 from spnir.train.trainer import Schedule, Trainer, TrainParts

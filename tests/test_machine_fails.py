@@ -18,7 +18,7 @@ from spnir.atomic import atomic_path, save_torch_atomic
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.train import run_training
-from spnir.train.checkpoint import load_state
+from spnir.train.training_state import load_state
 from spnir.train.logging import RunLogger
 from train_support import tiny_config
 

@@ -19,7 +19,7 @@ from spnir.atomic import remove_stale_temporaries, save_torch_atomic
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.train import run_training
-from spnir.train.checkpoint import CheckpointDir, load_state
+from spnir.train.training_state import CheckpointDir, load_state
 from spnir.train.lock import LOCK, hold_run_folder
 from spnir.train.optim import keep_kernels
 from spnir.train.record import check_resume_settings, read_history

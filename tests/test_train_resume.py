@@ -15,7 +15,7 @@ import yaml
 
 from spnir.errors import SpnirError
 from spnir.train import run_training
-from spnir.train.checkpoint import CheckpointDir, load_state
+from spnir.train.training_state import CheckpointDir, load_state
 from spnir.train.trainer import TrainingDiverged
 from train_support import tiny_config
 

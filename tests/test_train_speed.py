@@ -16,7 +16,7 @@ import torch
 import spnir
 from spnir.train import run_training
 from spnir.train.build import build_parts
-from spnir.train.checkpoint import CheckpointDir
+from spnir.train.training_state import CheckpointDir
 from spnir.train.config import load_config
 from spnir.train.distributed import DistContext
 from spnir.train.logging import RunLogger

@@ -16,7 +16,7 @@ from spnir.archs.model_files import save_model_checkpoint
 from spnir.errors import SpnirError
 from spnir.spn import SPN
 from spnir.train.build import build_parts, describe
-from spnir.train.checkpoint import CheckpointDir, load_resume
+from spnir.train.training_state import CheckpointDir, load_resume
 from spnir.train.config import Config, dump_config, load_config
 from spnir.train.distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from spnir.train.logging import RunLogger

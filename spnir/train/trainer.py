@@ -28,7 +28,7 @@ from spnir.device import autocast_dtype
 from spnir.ema import ModelEMA
 from spnir.errors import SpnirError
 from spnir.spn import NegativeLoss
-from spnir.train.checkpoint import CheckpointDir, rng_state, set_rng_state
+from spnir.train.training_state import CheckpointDir, rng_state, set_rng_state
 from spnir.train.distributed import DistContext, all_reduce_sum
 from spnir.train.logging import RunLogger
 from spnir.train.optim import keep_kernels

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import spnir.train.checkpoint as ckpt
+import spnir.train.training_state as ckpt
 from spnir.errors import SpnirError
-from spnir.train.checkpoint import CheckpointDir, load_state, resolve_resume, rng_state, set_rng_state
+from spnir.train.training_state import CheckpointDir, load_state, resolve_resume, rng_state, set_rng_state
 
 
 def _state(i: int) -> dict:

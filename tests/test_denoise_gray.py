@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from spnir.cli import main
-from spnir.data.sampling import CleanImages, Grayscale
+from spnir.data.datasets import CleanImages, Grayscale
 from spnir.errors import SpnirError
 from spnir.evaluation import add_gaussian_noise
 from spnir.features import VGGFeatures

@@ -17,9 +17,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from spnir.archs import create_model
 from spnir.archs.model_files import load_checkpoint, model_from_checkpoint
+from spnir.data.datasets import CleanImages, Grayscale, MergedImages, PatchDataset, SyntheticPairs
 from spnir.data.degrade import build_degradation
 from spnir.data.paired import PairedFolder
-from spnir.data.sampling import CleanImages, EpochSampler, Grayscale, MergedImages, PatchDataset, SyntheticPairs
+from spnir.data.sampling import EpochSampler
 from spnir.ema import ModelEMA
 from spnir.errors import SpnirError, shown
 from spnir.features import VGGFeatures

@@ -79,7 +79,7 @@ class ShardedBatchSampler(Sampler):
 
     ``order(epoch)`` gives the epoch's permutation of dataset indices. An epoch has
     ``length // global_batch`` steps (the last partial batch is dropped). Yields lists of
-    ``(epoch, index)`` keys, the form :class:`spnir.data.sampling.PatchDataset` reads.
+    ``(epoch, index)`` keys, the form :class:`spnir.data.datasets.PatchDataset` reads.
     """
 
     def __init__(self, order: Callable[[int], list[int]], length: int, global_batch: int,

@@ -94,6 +94,7 @@ def test_demo_cli_flag_matches_the_config_key():
 def test_config_vocabularies_come_from_their_owners():
     from spnir.data.paired import LAYOUTS
     from spnir.device import AUTOCAST_DTYPES
+    from spnir.evaluation import TASKS
     from spnir.features import VGG_KINDS
     from spnir.losses import LOSSES
     from spnir.negative_sources import SOURCES
@@ -106,6 +107,7 @@ def test_config_vocabularies_come_from_their_owners():
     assert SCHEMA["spn"]["form"].choices == FORMS and SCHEMA["spn"]["features"].choices == VGG_KINDS
     assert SCHEMA["data"]["train"]["layout"].choices == ("auto", *LAYOUTS)
     assert all(name in SCHEMA["loss"]["type"].doc for name in LOSSES)
+    assert SCHEMA["task"].choices == (*TASKS, "other")
     for field in (SCHEMA["train"]["amp"], SCHEMA["val"]["amp"], SCHEMA["spn"]["feature_dtype"]):
         assert field.choices[1:] == tuple(AUTOCAST_DTYPES)
 

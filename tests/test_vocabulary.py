@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
 from spnir.spn import SPN, NegativeLoss
-from spnir.train.config import RENAMED, SCHEMA, validate
+from spnir.train.config import SCHEMA, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_NAMES = ("feature_weights", "auto_ratio", "bound=")
@@ -44,26 +43,14 @@ def test_old_python_names_are_refused_not_aliased():
         VGGFeatures("vgg16", ["relu1_1"], weights="random")
 
 
-def test_renamed_config_key_names_its_new_name():
-    assert RENAMED == {"spn.feature_weights": "spn.vgg_weights"}
-    with pytest.raises(SpnirError, match=r"spn\.feature_weights was renamed spn\.vgg_weights"):
-        validate(_minimal(enabled=True, feature_weights="random"), "old.yml")
+def test_the_config_takes_the_api_names():
     config = validate(_minimal(enabled=True, vgg_weights="random", max_distance=2.0, target_ratio=0.1))
     assert config["spn"]["vgg_weights"] == "random"
 
 
-def test_renamed_key_through_set_names_the_new_name(tmp_path):
-    from spnir.train.config import load_config
-
-    path = tmp_path / "c.yml"
-    path.write_text(yaml.safe_dump(_minimal(enabled=True)))
-    with pytest.raises(SpnirError, match="renamed spn.vgg_weights"):
-        load_config(path, ["spn.feature_weights=random"])
-
-
 def test_no_old_spelling_left_in_the_repository():
-    """Configs, docs, examples, benchmarks and experiments use the one name (only the lines about the rename,
-    RENAMED and docs/reliability.md's "old names", mention the old ones)."""
+    """Configs, docs, examples, benchmarks and experiments use the one name (only docs/reliability.md's line on
+    the "old names" mentions them)."""
     files = [p for folder in ("spnir", "configs", "docs", "examples", "bench", "experiments")
              for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".yml", ".yaml", ".md")]
     files += [ROOT / "README.md"]
@@ -72,8 +59,7 @@ def test_no_old_spelling_left_in_the_repository():
         text = path.read_text(encoding="utf-8")
         for old in OLD_NAMES:
             for number, line in enumerate(text.splitlines(), 1):
-                if old in line and not any(m in line for m in ("RENAMED", "was renamed", "old name",
-                                                                 '"spn.feature_weights":')):
+                if old in line and "old name" not in line:
                     hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not hits, "\n".join(hits)
 

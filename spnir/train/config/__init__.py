@@ -13,7 +13,7 @@ model-argument checks share.
 from spnir.train.config.load import apply_override, dump_config, load_config, validate
 from spnir.train.config.paths import expand_path, referenced_variables
 from spnir.train.config.rules import check_runnable, import_factory
-from spnir.train.config.schema import RENAMED, SCHEMA, Config
+from spnir.train.config.schema import SCHEMA, Config
 
-__all__ = ["Config", "RENAMED", "SCHEMA", "apply_override", "check_runnable", "dump_config", "expand_path",
+__all__ = ["Config", "SCHEMA", "apply_override", "check_runnable", "dump_config", "expand_path",
            "import_factory", "load_config", "referenced_variables", "validate"]

@@ -262,12 +262,6 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
-# Keys that had another name: an old config names its key's new name instead of a near match.
-RENAMED: dict[str, str] = {
-    "spn.feature_weights": "spn.vgg_weights",
-}
-
-
 @dataclass(frozen=True)
 class Origin:
     """Where a config's values came from, for messages: its file, or the ``--set`` that gave a key its value."""
@@ -297,12 +291,10 @@ def _check_section(raw: Any, schema: dict[str, Any], prefix: str, origin: Origin
                          f"got {shown(raw)}")
     for key in raw:
         dotted = prefix + str(key)
-        if dotted in RENAMED:
-            raise SpnirError(f"{origin.at(dotted)}: {dotted} was renamed {RENAMED[dotted]}")
         if key not in schema:
             near = difflib.get_close_matches(str(key), list(schema), n=2, cutoff=0.6)
             hint = f"; did you mean {' or '.join(prefix + n for n in near)}?" if near else ""
-            raise SpnirError(f"{origin.at(prefix + str(key))}: unknown key {shown(prefix + str(key))}{hint} "
+            raise SpnirError(f"{origin.at(dotted)}: unknown key {shown(dotted)}{hint} "
                              f"(known here: {', '.join(schema)})")
     out: Config = {}
     for key, spec in schema.items():

@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(f"spnir.commands.{COMMANDS[command][0]}")
         from spnir.progress import configure
 
-        configure(quiet=args.quiet, bar=not args.no_progress, status_every=args.status_every)
+        configure(quiet=args.quiet, bar=not args.no_progress, status_every=args.status_every,
+                  where="--status-every")
         return int(module.run(args) or 0)
     except ModuleNotFoundError as exc:  # a toolkit package imported at the top of a module (spnir.optional)
         error = missing_package(exc, "this command")

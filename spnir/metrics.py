@@ -37,11 +37,6 @@ _SSIM_C1, _SSIM_C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 _SSIM_STRIP_ROWS = 32  # SSIM map rows per strip on CPU (bench/bench_eval.py: 16 to 64 are about equally fast)
 
 
-def to_pixels(img: Image, quantize: bool = True) -> torch.Tensor:
-    """Any accepted image as a float64 ``(N, C, H, W)`` tensor of 8-bit pixel values ``[0, 255]``."""
-    return _pixels(_as_nchw(img), quantize)
-
-
 def _as_nchw(img: Image) -> torch.Tensor:
     """An accepted image as an ``(N, C, H, W)`` tensor, not converted: uint8 (numpy input) or float in [0, 1]."""
     if isinstance(img, np.ndarray):

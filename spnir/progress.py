@@ -42,11 +42,13 @@ def _quiet_environment() -> bool:
 _settings = ProgressSettings(quiet=_quiet_environment())
 
 
-def configure(*, quiet: bool = False, bar: bool = True, status_every: float = 60.0) -> None:
-    """Set the process-wide progress settings; ``quiet`` is also on when ``SPNIR_QUIET=1``."""
+def configure(*, quiet: bool = False, bar: bool = True, status_every: float = 60.0,
+              where: str = "status_every") -> None:
+    """Set the process-wide progress settings; ``quiet`` is also on when ``SPNIR_QUIET=1``. ``where`` names
+    ``status_every`` in an error (a command passes its flag)."""
     global _settings
     if not (status_every > 0 and math.isfinite(status_every)):
-        raise SpnirError(f"--status-every must be a number of seconds > 0; got {status_every}")
+        raise SpnirError(f"{where} must be a number of seconds > 0; got {status_every}")
     _settings = ProgressSettings(quiet=quiet or _quiet_environment(), bar=bar, status_every=status_every)
 
 

@@ -3,10 +3,15 @@
 ONNX export goes through ``torch.onnx.export(dynamo=True)``: ``torch.export`` traces the model with symbolic
 height and width (``dynamic=True``), so padding to a window multiple, NAFNet's local pooling and IDT's patch
 split follow the input size in the graph (each family writes those with tensor arithmetic while exporting,
-see ``torch.compiler.is_exporting`` in :mod:`spnir.archs`). The file is written to a temporary name, run in
-onnxruntime against the PyTorch model on the traced size and, for dynamic exports, on two other sizes, and
-only moved to its name when every difference is within :data:`TOLERANCE`. A graph whose validity was narrowed
-to some sizes during tracing (a branch on the size that tensor arithmetic does not express) is refused.
+see ``torch.compiler.is_exporting`` in :mod:`spnir.archs`). A dynamic graph starts with a check that refuses
+inputs smaller than the model's minimum side (:func:`min_size`): onnxruntime fails on them naming the node
+``spnir: ... at least N px``, where the graph would otherwise return a wrong image. The file is written to a
+temporary name, run in onnxruntime against the PyTorch model on the traced size and, for dynamic exports, on
+a sweep of sizes (:func:`verification_sizes`: odd sides, sides just above the minimum and past one and two
+windows or patches), checked to refuse a side below the minimum, and only moved to its name when every
+difference is within :data:`TOLERANCE`. A graph whose validity was narrowed to some sizes during tracing (a
+branch on the size that tensor arithmetic does not express) is refused. Arguments are checked before any
+tracing: the opset (:data:`OPSETS`), and the memory the traced size needs (:mod:`spnir.restore`'s estimate).
 
 Needs the ``export`` extra: ``pip install 'spnir[export]'`` (onnx, onnxscript, onnxruntime).
 """
@@ -35,6 +40,7 @@ from spnir.errors import SpnirError
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}  # max |onnxruntime - PyTorch fp32| on [0, 1] images
 DEFAULT_OPSET = 18
+MIN_OPSET = 18  # the exporter's own operator sets start here; below, its version conversion may silently fail
 MAX_SIZE = 8192  # the largest height/width a dynamic export is traced to accept
 MIN_SIZE = 16  # the smallest, unless the model sets ``export_min_size`` (IDT: its patch size)
 EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
@@ -80,20 +86,65 @@ def min_size(model: nn.Module) -> int:
     return max(MIN_SIZE, int(getattr(model, "export_min_size", MIN_SIZE)))
 
 
-def check_sizes(model: nn.Module, size: int | None, dynamic: bool) -> list[tuple[int, int]]:
-    """(height, width) of the traced input first, then, when ``dynamic``, two other sizes to verify on.
+def max_opset() -> int:
+    """The newest ONNX opset the installed ``onnx`` knows."""
+    import onnx
 
-    The trace is not square (height and width must stay separate symbols); the other sizes are not multiples
-    of the usual windows, and one is twice the traced height, so that padding and patch splits change.
+    return int(onnx.defs.onnx_opset_version())
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset the exporter does not write as asked (below :data:`MIN_OPSET`, above :func:`max_opset`)."""
+    newest = max_opset()
+    if not MIN_OPSET <= opset <= newest:
+        raise SpnirError(f"--opset {opset}: the exporter writes opsets {MIN_OPSET} to {newest} (below {MIN_OPSET} its "
+                         "conversion may fail and keep another opset); choose one in that range")
+
+
+def opset_of(path: str | os.PathLike) -> int:
+    """The default-domain opset an ONNX file holds."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def verification_sizes(model: nn.Module, size: int | None, dynamic: bool) -> list[tuple[int, int]]:
+    """(height, width) of the traced input first, then, when ``dynamic``, a sweep to verify on.
+
+    The trace is not square (height and width must stay separate symbols). The sweep pairs the sides ``m``
+    (the minimum side, one window or patch), ``m + 1``, ``m + 7``, ``2m - 1``, ``2m + 1`` and ``3m + 5``:
+    odd sides, every one not a multiple of the usual windows but ``m``, across one, two and three windows or
+    patches, so that padding, local windows and patch splits change between checks.
     """
     low = min_size(model)
     base = max(size or 64, low)
     if size is not None and size < low:
         raise SpnirError(f"--size {size}: this model exports for sides of at least {low}")
     traced = (base, base + base // 2)
+    if dynamic and traced[1] > MAX_SIZE:
+        raise SpnirError(f"--size {size}: a dynamic export is traced at {traced[0]}x{traced[1]}, over its largest "
+                         f"side {MAX_SIZE}; the traced size does not limit a dynamic export: leave --size out")
     if not dynamic:
         return [traced]
-    return [traced, (base + 13, base + 29), (2 * base + 7, base + 3)]
+    sides = [low, low + 1, low + 7, 2 * low - 1, 2 * low + 1, 3 * low + 5]
+    sweep = list(zip(sides, sides[1:] + sides[:1]))
+    return [traced, *[hw for hw in sweep if hw != traced]]
+
+
+def check_memory_for(model: nn.Module, sizes: list[tuple[int, int]], channels: int) -> None:
+    """Refuse sizes whose verification (PyTorch and onnxruntime, one after the other) would not fit in memory."""
+    from spnir.restore import MemoryModel, available_memory
+
+    free = available_memory("cpu")
+    height, width = max(sizes, key=lambda hw: hw[0] * hw[1])
+    if free is None or height * width <= 256 * 256:
+        return
+    need = 2 * MemoryModel.measure(model, channels).forward_bytes(height, width)
+    if need > free:
+        raise SpnirError(f"--size: verifying the export at {height}x{width} needs about {need / 1e9:.2g} GB, more "
+                         f"than the {free / 1e9:.2g} GB free; choose a smaller --size (a --dynamic export takes "
+                         "larger images whatever its traced size)")
 
 
 def require_export_packages() -> None:
@@ -115,21 +166,25 @@ def export_onnx(
     """Write ``model`` as an ONNX file at ``path`` and return the verification runs (see the module doc).
 
     ``size``: the traced height (its width is 1.5 times it); ``dynamic``: height and width are inputs of the
-    graph (from the model's minimum side to :data:`MAX_SIZE`); ``half``: float16 weights, input and output.
-    A difference above :data:`TOLERANCE` raises :class:`SpnirError` and writes nothing.
+    graph (from the model's minimum side to :data:`MAX_SIZE`; smaller sides are refused by the graph);
+    ``half``: float16 weights, input and output. A difference above :data:`TOLERANCE`, a graph that accepts a
+    side below its minimum, or a file of another opset than ``opset`` raises :class:`SpnirError` and writes
+    nothing.
     """
     require_export_packages()
+    check_opset(opset)
     model = getattr(model, "_orig_mod", model).eval()
     metadata = describe_model(model)
     channels = int(metadata["channels"])
-    sizes = check_sizes(model, size, dynamic)
+    sizes = verification_sizes(model, size, dynamic)
     dtype = torch.float16 if half else torch.float32
     reference = copy.deepcopy(model).to(device="cpu", dtype=torch.float32)  # the caller's model stays as it is
+    check_memory_for(reference, sizes, channels)
     exported = copy.deepcopy(reference).half() if half else reference
     sample = torch.rand(1, channels, *sizes[0], generator=torch.Generator().manual_seed(0), dtype=dtype)
+    low = min_size(model)
     shapes = None
     if dynamic:
-        low = min_size(model)
         shapes = ({2: torch.export.Dim("height", min=low, max=MAX_SIZE),
                    3: torch.export.Dim("width", min=low, max=MAX_SIZE)},)
     with _quiet_exporter():
@@ -140,11 +195,15 @@ def export_onnx(
         except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways; say which step
             raise SpnirError(f"ONNX export of preset {metadata['preset']!r} failed: {_first_line(exc)}") from None
     if dynamic:
-        _check_still_dynamic(program, metadata["preset"], min_size(model))
+        _check_still_dynamic(program, metadata["preset"], low)
+        _refuse_smaller_inputs(program.model, low, half)
     program.model.metadata_props.update(prefixed(metadata))
     with atomic_path(path) as tmp:
         with _quiet_exporter():
             program.save(str(tmp), external_data=False)
+        written = opset_of(tmp)
+        if written != opset:
+            raise SpnirError(f"{path}: not written: the exporter wrote opset {written}, not the {opset} asked for")
         checks = verify_onnx(tmp, reference, sizes, channels, dtype)
         limit = TOLERANCE["fp16" if half else "fp32"]
         worst = max(checks, key=lambda check: check.max_diff)
@@ -153,7 +212,39 @@ def export_onnx(
                 f"{path}: not written: onnxruntime differs from PyTorch by {worst.max_diff:.3g} at "
                 f"{worst.height}x{worst.width} (allowed {limit:g} in {'fp16' if half else 'fp32'})"
             )
+        if dynamic and low > 1:
+            verify_refusal(tmp, [(low - 1, low + 1), (low + 1, low - 1)], channels, dtype)
     return checks
+
+
+SIZE_CHECK = "spnir: input height and width must be at least {} px"  # the check node's name, in runtime errors
+
+
+def _refuse_smaller_inputs(model: Any, low: int, half: bool) -> None:
+    """Put a check in front of the graph: an input side below ``low`` makes ``ConstantOfShape`` get a negative
+    size, so runtimes stop there with an error naming the node (:data:`SIZE_CHECK`); otherwise it adds an
+    exact zero to the input, which makes every other node wait for the check."""
+    import numpy as np
+    import onnx_ir as ir
+
+    graph = model.graph
+    image = graph.inputs[0]
+    uses = list(image.uses())
+    value_type = np.float16 if half else np.float32
+    sides = ir.node("Shape", [image], {"start": 2, "end": 4})
+    shortest = ir.node("ReduceMin", [sides.outputs[0]], {"keepdims": 1})
+    minimum = ir.node("Constant", [], {"value": ir.tensor(np.array([low], dtype=np.int64))})
+    margin = ir.node("Sub", [shortest.outputs[0], minimum.outputs[0]])
+    check = ir.node("ConstantOfShape", [margin.outputs[0]], {"value": ir.tensor(np.zeros(1, dtype=value_type))},
+                    name=SIZE_CHECK.format(low))
+    zero = ir.node("ReduceSum", [check.outputs[0]], {"keepdims": 0})
+    checked = ir.node("Add", [image, zero.outputs[0]])
+    checked.outputs[0].name = "input_checked"
+    checked.outputs[0].shape, checked.outputs[0].type = image.shape, image.type
+    for user, index in uses:
+        user.replace_input_with(index, checked.outputs[0])
+    first = next(iter(graph))
+    graph.insert_before(first, [sides, shortest, minimum, margin, check, zero, checked])
 
 
 def verify_onnx(
@@ -182,6 +273,27 @@ def verify_onnx(
                              "the export did not follow the input size")
         checks.append(SizeCheck(height, width, float(np.abs(got.astype(np.float32) - expected).max())))
     return checks
+
+
+def verify_refusal(path: str | os.PathLike, sizes: list[tuple[int, int]], channels: int,
+                   dtype: torch.dtype = torch.float32) -> None:
+    """Check that onnxruntime refuses each size at the graph's size check (:func:`export_onnx`)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # the refusal expected here is not logged to stderr
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for height, width in sizes:
+        image = torch.zeros(1, channels, height, width, dtype=dtype).numpy()
+        try:
+            session.run(None, {name: image})
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            if "spnir:" in str(exc):
+                continue
+            raise SpnirError(f"{path}: not written: on {height}x{width} onnxruntime fails elsewhere than at the "
+                             f"size check: {_first_line(exc)}") from None
+        raise SpnirError(f"{path}: not written: the graph accepts {height}x{width}, below its minimum side")
 
 
 def export_safetensors(model: nn.Module, path: str | os.PathLike, half: bool = False) -> Path:

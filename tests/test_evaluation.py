@@ -152,7 +152,7 @@ def test_mismatched_names_and_empty_folders_skip_the_set(tmp_path: Path) -> None
     evaluator = Evaluator(lambda lq: lq, MetricSettings(0), show_progress=False)
     pairs = evaluator.run_set(find_set(tmp_path / "P", "derain"))
     assert not pairs.images and "1 of 3 LQ images without GT" in pairs.skipped[0].reason
-    assert pairs.skipped[0].reason.endswith("x.png")
+    assert pairs.skipped[0].reason.endswith(": x.png; e.g. LQ x.png has no GT, GT y.png has no LQ")
     empty = evaluator.run_set(BenchmarkSet("Empty", tmp_path / "Empty"))
     assert not empty.images and "no image files found" in empty.skipped[0].reason
     assert "n/a" in format_table("m", [pairs, empty], "c")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,9 +16,9 @@ from spnir.archs.registry import get_preset
 from spnir.cli import main
 from spnir.errors import SpnirError
 
-pytest.importorskip("onnxruntime", reason="the export extra is not installed (pip install 'spnir[export]')")
+onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed (pip install 'spnir[export]')")
 
-from spnir.export import TOLERANCE, export_onnx, export_safetensors, metadata_of  # noqa: E402
+from spnir.export import TOLERANCE, export_onnx, export_safetensors, metadata_of, min_size  # noqa: E402
 
 TINY = {
     "dehazeformer-t": dict(depths=(1, 1, 1, 1, 1), embed_dims=(8, 16, 24, 16, 8)),
@@ -55,8 +56,15 @@ def test_dynamic_onnx_follows_the_input_size(name, tmp_path):
     model = tiny(name)
     path = tmp_path / f"{name}.onnx"
     checks = export_onnx(model, path, dynamic=True, size=max(32, getattr(model, "export_min_size", 0)))
-    assert len(checks) == 3 and len({(c.height, c.width) for c in checks}) == 3
+    low = min_size(model)
+    sides = {side for c in checks for side in (c.height, c.width)}
+    assert {low, low + 1, 2 * low + 1, 3 * low + 5} <= sides and any(side % 2 for side in sides)
+    assert len({(c.height, c.width) for c in checks}) == len(checks) == 7
     assert all(c.max_diff <= TOLERANCE["fp32"] for c in checks), checks
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    below = np.zeros((1, 1 if name == "dncnn" else 3, low - 1, low + 2), np.float32)
+    with pytest.raises(Exception, match=f"spnir: input height and width must be at least {low} px"):
+        session.run(None, {"input": below})  # refused in the graph, not a wrong image
     meta = metadata_of(path)
     preset = get_preset(name)
     assert meta["preset"] == name and meta["task"] == preset.task

@@ -339,7 +339,7 @@ def save_model_checkpoint(
         save_torch_atomic(with_checksum({"format": FORMAT, "version": FORMAT_VERSION, "preset": preset,
                                          "params": state, "meta": meta}), path)
         return path
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     header = {"format": FORMAT, "version": str(FORMAT_VERSION), "preset": json.dumps(preset),
               "meta": json.dumps(meta), CHECKSUM_KEY: content_checksum({"params": state})}
@@ -347,8 +347,8 @@ def save_model_checkpoint(
     if clash:
         raise SpnirError(f"{path}: metadata keys {clash} are spnir's own")
     header.update(metadata or {})
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=header)
+    with atomic_path(path) as tmp:  # written through Python's file: a full disk is an OSError, named
+        tmp.write_bytes(save(state, metadata=header))
     return path
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -114,7 +113,7 @@ def _metric_list(text: str) -> list[str]:
 
 def _recorded(args: argparse.Namespace) -> None:
     """Fill ``--task`` and ``--scale`` from what a spnir checkpoint records, where they are not given."""
-    if args.checkpoint and (args.task is None or args.scale is None):
+    if args.checkpoint and args.task in (None, "sr") and (args.task is None or args.scale is None):
         from spnir.archs.model_files import checkpoint_preset, read_checkpoint
         from spnir.archs.registry import get_preset
 
@@ -238,8 +237,8 @@ def run(args: argparse.Namespace) -> int:
     empty = [r for r in results if not r.images]
     if empty:
         first = empty[0].skipped[0].reason if empty[0].skipped else "no image"
-        print(f"spnir eval: {len(empty)} of {len(results)} set(s) measured nothing: "
-              f"{', '.join(r.name for r in empty)} (first reason: {first})", file=sys.stderr)
+        print(f"{len(empty)} of {len(results)} set(s) measured nothing: {', '.join(r.name for r in empty)} "
+              f"(first reason: {first})")
         return 1
     return 0
 

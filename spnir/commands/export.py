@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spnir.commands import existing_file, output_file, positive_int, preset_name
+from spnir.commands import existing_file, output_file_like, positive_int, preset_name
 from spnir.errors import SpnirError
 
 SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors"}
@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", help="entry of the checkpoint holding the weights, e.g. params_ema")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="preset override (YAML value), e.g. --set local=true; repeatable")
-    parser.add_argument("--out", required=True, type=output_file, help="file to write (.onnx or .safetensors)")
+    parser.add_argument("--out", required=True, type=output_file_like("model.onnx"),
+                        help="file to write (.onnx or .safetensors)")
     parser.add_argument("--format", choices=("onnx", "safetensors"),
                         help="must agree with --out's suffix (the default)")
     parser.add_argument("--dynamic", action="store_true",
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=positive_int,
                         help="ONNX: traced height in pixels of the input (its width is 1.5x); default 64, or the "
                              "model's minimum side")
-    parser.add_argument("--opset", type=positive_int, help="ONNX opset (default 18)")
+    parser.add_argument("--opset", type=positive_int, help="ONNX opset, 18 or newer (default 18)")
     parser.add_argument("--half", action="store_true", help="float16 weights (ONNX: input and output too)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
 
@@ -59,6 +60,15 @@ def check_arguments(args: argparse.Namespace, fmt: str) -> None:
                                            ("--opset", args.opset)) if value]
         if given:
             raise SpnirError(f"{', '.join(given)}: ONNX options; a safetensors export holds weights only")
+    if fmt == "onnx":
+        from spnir.export import DEFAULT_OPSET, MAX_SIZE, check_opset, require_export_packages
+
+        require_export_packages()
+        check_opset(args.opset or DEFAULT_OPSET)
+        if args.size is not None and args.size + args.size // 2 > MAX_SIZE:
+            raise SpnirError(f"--size {args.size}: the traced input is {args.size}x{args.size + args.size // 2}, over "
+                             f"the largest side {MAX_SIZE}; a --dynamic export takes larger images whatever its "
+                             "traced size")
     if out.exists() and out.resolve() == checkpoint.resolve():
         raise SpnirError(f"--out {out} is the checkpoint itself; choose another --out")
     if out.exists() and not args.overwrite:
@@ -67,14 +77,12 @@ def check_arguments(args: argparse.Namespace, fmt: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spnir.archs.model_files import model_for_inference, parse_overrides
-    from spnir.export import DEFAULT_OPSET, MAX_SIZE, TOLERANCE, describe_model, min_size, require_export_packages
+    from spnir.export import DEFAULT_OPSET, MAX_SIZE, TOLERANCE, describe_model, min_size, opset_of
     from spnir.progress import note
 
     out = Path(args.out)
     fmt = output_format(out, args.format)
     check_arguments(args, fmt)
-    if fmt == "onnx":
-        require_export_packages()
     model, scale = model_for_inference(args.checkpoint, args.model, args.scale, args.key,
                                        parse_overrides(args.overrides), cli=True)
     info = describe_model(model)
@@ -89,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     checks = export_onnx(model, out, dynamic=args.dynamic, size=args.size, opset=opset, half=args.half)
     first = checks[0]
     sizes = f"height/width {min_size(model)}..{MAX_SIZE}" if args.dynamic else f"fixed {first.height}x{first.width}"
-    print(f"wrote {out} ({what}, {sizes}, opset {opset}, {out.stat().st_size / 1e6:.1f} MB)")
+    print(f"wrote {out} ({what}, {sizes}, opset {opset_of(out)}, {out.stat().st_size / 1e6:.1f} MB)")
     diffs = ", ".join(f"{c.height}x{c.width}: {c.max_diff:.2g}" for c in checks)
     print(f"onnxruntime vs PyTorch, max |difference| on [0, 1] images: {diffs} "
           f"(allowed {TOLERANCE['fp16' if args.half else 'fp32']:g})")

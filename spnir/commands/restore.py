@@ -4,7 +4,8 @@ Safe to run twice and safe to run wrong: before any model loads it refuses an ``
 input folders (or the folder of an input file), names the first output that already exists unless
 ``--overwrite`` (replace them) or ``--skip-existing`` (keep them: continue an interrupted run) is given, and
 writes PNG (lossless) unless ``--format same`` asks for the inputs' formats, lossy ones (JPEG, WebP) only at
-the ``--quality`` the user sets. Outputs appear whole or not at all, so an existing output is a finished one. A
+the ``--quality`` the user sets. Outputs appear whole or not at all, so an existing output is a finished one (the
+temporary file of a killed restore is removed by the next one). A
 broken, oversized or too large image (one whose restore would not fit in memory, :mod:`spnir.restore`) is
 skipped with the reason (``--on-error skip``, the default) or stops the run (``--on-error stop``).
 """
@@ -118,6 +119,7 @@ def check_plan(plan: dict[Path, Path], inputs: list[str], out_dir: Path, fmt: st
 
 def run(args: argparse.Namespace) -> int:
     from spnir.archs.model_files import input_channels, model_for_inference, parse_overrides
+    from spnir.atomic import remove_stale_temporaries
     from spnir.imageio import header_size, load_image, save_image, to_gray
     from spnir.restore import MemoryCheck
 
@@ -130,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_outputs(files, out_dir, args.format)
     check_plan(plan, args.inputs, out_dir, args.format, args.quality, args.overwrite, args.skip_existing)
     kept = [path for path in files if args.skip_existing and plan[path].exists()]
+    remove_stale_temporaries(out_dir)  # what a killed restore was writing
     device = runtime_device(args)
     if args.half and device.type != "cuda":
         raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
@@ -147,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             fits(*header_size(path))
             image = load_image(path)
-            for text in image.notes:
-                note(f"{path}: {text}")
+            if image.notes:
+                note(f"{path}: {'; '.join(image.notes)}")
             if gray and not told_gray and not torch.equal(image.data, image.data[:1].expand_as(image.data)):
                 note(f"note: the model is grayscale (1 channel): colour images such as {path.name} are restored "
                      "and written in gray (MATLAB rgb2gray)")

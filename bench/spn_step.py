@@ -38,7 +38,7 @@ from spnir.ema import ModelEMA
 from spnir.losses import L1Loss
 from spnir.train.training_state import CheckpointDir
 from spnir.train.distributed import DistContext
-from spnir.train.logging import RunLogger
+from spnir.train.run_log import RunLogger
 from spnir.train.trainer import Schedule, Trainer, TrainParts
 
 LAYER_WEIGHTS = {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5}

@@ -155,7 +155,7 @@ class DemoReport:
 
     def best(self, setting: str) -> tuple[float, int]:
         """The best validation PSNR during training and its iteration."""
-        from spnir.train.logging import read_scalars
+        from spnir.train.run_log import read_scalars
 
         curve = read_scalars(self.study.run_dir(self.out, setting, self.study.seeds[0]) / "scalars.csv")
         iteration, value = max(curve[f"val/{self.set_name}/psnr"], key=lambda point: point[1])

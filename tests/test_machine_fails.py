@@ -19,7 +19,7 @@ from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.train import run_training
 from spnir.train.training_state import load_state
-from spnir.train.logging import RunLogger
+from spnir.train.run_log import RunLogger
 from train_support import tiny_config
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to fill a disk honestly")

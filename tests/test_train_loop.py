@@ -9,7 +9,7 @@ from spnir.archs.model_files import model_from_checkpoint
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.train import run_training
-from spnir.train.logging import read_scalars
+from spnir.train.run_log import read_scalars
 from train_support import tiny_config
 
 

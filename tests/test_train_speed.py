@@ -19,7 +19,7 @@ from spnir.train.build import build_parts
 from spnir.train.training_state import CheckpointDir
 from spnir.train.config import load_config
 from spnir.train.distributed import DistContext
-from spnir.train.logging import RunLogger
+from spnir.train.run_log import RunLogger
 from spnir.train.trainer import Schedule, Trainer
 from train_support import tiny_config
 

@@ -10,7 +10,7 @@ import yaml
 
 from spnir.errors import SpnirError
 from spnir.train.config import load_config, validate
-from spnir.train.logging import read_scalars
+from spnir.train.run_log import read_scalars
 from spnir.train.run import run_training
 from test_basicsr_mapping import OFFICIAL_SPN_FFANET
 from train_support import tiny_config

@@ -79,7 +79,7 @@ def plot_curves(study: Study, out: Path, path: Path, reference: dict[str, tuple[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spnir.train.logging import read_scalars
+    from spnir.train.run_log import read_scalars
 
     curves: dict[str, dict[str, list[list[tuple[int, float]]]]] = {}
     for setting in study.settings:
@@ -189,7 +189,7 @@ def machine() -> str:
 
 def speeds(study: Study, out: Path) -> dict[str, float]:
     """Mean training speed (it/s, as logged) of each setting over its runs."""
-    from spnir.train.logging import read_scalars
+    from spnir.train.run_log import read_scalars
 
     result = {}
     for setting in study.settings:
@@ -223,7 +223,7 @@ def _total_iter(study: Study, setting: Setting, seed: int, out: Path) -> int:
 
 
 def _has_step_s(folder: Path) -> bool:
-    from spnir.train.logging import read_scalars
+    from spnir.train.run_log import read_scalars
 
     return bool(read_scalars(folder / "scalars.csv").get("step_s"))
 
@@ -249,7 +249,7 @@ def feature_spaces(study: Study) -> list[str]:
 
 def negative_term_rows(study: Study, out: Path) -> list[str]:
     """A table row per SPN setting: the last logged negative term, L1 loss and their ratio, mean over seeds."""
-    from spnir.train.logging import read_scalars
+    from spnir.train.run_log import read_scalars
 
     rows = []
     for setting in study.settings:

@@ -35,7 +35,7 @@ def eval_datasets(study: Study, config: dict[str, Any]) -> list[tuple[str, Any]]
 
 def median_step_seconds(folder: Path) -> float:
     """Median train-step wall time (``step_s``) of a run, without its first logged interval (warm-up)."""
-    from spnir.train.logging import read_scalars
+    from spnir.train.run_log import read_scalars
 
     path = folder / "scalars.csv"
     values = [v for _, v in read_scalars(path).get("step_s", [])] if path.is_file() else []

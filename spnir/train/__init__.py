@@ -7,7 +7,7 @@
 Modules: :mod:`~spnir.train.config` (schema, validation, overrides), :mod:`~spnir.train.basicsr` (BasicSR
 option files), :mod:`~spnir.train.build` (config -> parts), :mod:`~spnir.train.trainer` (the loop),
 :mod:`~spnir.train.optim`, :mod:`~spnir.train.training_state`, :mod:`~spnir.train.distributed`,
-:mod:`~spnir.train.logging`, :mod:`~spnir.train.validation`.
+:mod:`~spnir.train.run_log`, :mod:`~spnir.train.validation`.
 """
 from spnir.train.config import load_config
 from spnir.train.run import TrainResult, run_training

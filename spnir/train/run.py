@@ -19,7 +19,7 @@ from spnir.train.build import build_parts, describe
 from spnir.train.training_state import CheckpointDir, load_resume
 from spnir.train.config import Config, dump_config, load_config
 from spnir.train.distributed import DistContext, barrier, init_distributed, shutdown_distributed
-from spnir.train.logging import RunLogger
+from spnir.train.run_log import RunLogger
 from spnir.train.lock import hold_run_folder
 from spnir.train.record import (
     LENGTH, changed_settings, check_resume_settings, clear_run, existing_run, final_weights, read_history, record_start,

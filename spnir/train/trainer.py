@@ -30,7 +30,7 @@ from spnir.errors import SpnirError
 from spnir.spn import NegativeLoss
 from spnir.train.training_state import CheckpointDir, rng_state, set_rng_state
 from spnir.train.distributed import DistContext, all_reduce_sum
-from spnir.train.logging import RunLogger
+from spnir.train.run_log import RunLogger
 from spnir.train.optim import keep_kernels
 from spnir.train.validation import Validator
 

@@ -441,7 +441,7 @@ class SPN(NegativeLoss):
     ) -> None:
         names = list(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
         check_options(names, weight, form, max_distance, target_ratio, uncertainty_weight, uncertainty_eps)
-        # features first, then the negatives: the global RNG is drawn in the same order as before
+        # features first, then the negatives: the order of their global RNG draws, which seeded runs rely on
         features = make_features(features, names, vgg_weights)
         bank = NegativeBank(model, periods, decays, init_decay, fresh_model, adaptive_threshold, adaptive_decay)
         super().__init__(bank, weight, layer_weights, features, form, vgg_weights=vgg_weights,

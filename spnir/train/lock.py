@@ -58,7 +58,7 @@ def _acquire(path: Path) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return fd  # a file system without locks (ENOLCK, EOPNOTSUPP): train, unguarded as before
+                return fd  # a file system without locks (ENOLCK, EOPNOTSUPP): train without the guard
             holder = os.read(fd, 500).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise SpnirError(f"{path.parent} is in use by another training ({holder}); wait for it to end, or "

@@ -11,7 +11,7 @@ a sweep of sizes (:func:`verification_sizes`: odd sides, sides just above the mi
 windows or patches), checked to refuse a side below the minimum, and only moved to its name when every
 difference is within :data:`TOLERANCE`. A graph whose validity was narrowed to some sizes during tracing (a
 branch on the size that tensor arithmetic does not express) is refused. Arguments are checked before any
-tracing: the opset (:data:`OPSETS`), and the memory the traced size needs (:mod:`spnir.restore`'s estimate).
+tracing: the opset (:func:`check_opset`), and the memory the traced size needs (:mod:`spnir.restore`'s estimate).
 
 Needs the ``export`` extra: ``pip install 'spnir[export]'`` (onnx, onnxscript, onnxruntime).
 """

@@ -203,7 +203,7 @@ class MemoryModel:
     per_pixel: float
 
     @classmethod
-    def measure(cls, model: nn.Module, channels: int = 3) -> "MemoryModel":
+    def measure(cls, model: nn.Module, channels: int = 3) -> MemoryModel:
         """Run ``model`` on ``s x s`` and ``s x 2s`` inputs (``s``: 32, or the model's smallest side)."""
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")

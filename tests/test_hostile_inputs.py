@@ -26,12 +26,11 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from test_reliability_io import header_bomb
+from train_support import tiny_config, write_images
 
 from spnir.archs import create_model, save_model_checkpoint
 from spnir.cli import main
-
-from test_reliability_io import header_bomb
-from train_support import tiny_config, write_images
 
 PAYLOAD_MARK = "spnir-hostile-payload-ran"  # a file the hostile pickle and YAML would create
 
@@ -252,17 +251,17 @@ class Corpus:
 
     def _mount(self, path: Path, options: str) -> None:
         path.mkdir(parents=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=False, capture_output=True)
         if done.returncode:
             pytest.skip(f"cannot mount a tmpfs ({done.stderr.decode().strip() or 'not root'})")
         self.mounts.append(path)
 
     def _bind(self, source: Path, path: Path) -> None:
-        done = subprocess.run(["mount", "--bind", "-o", "ro", str(source), str(path)], capture_output=True)
+        done = subprocess.run(["mount", "--bind", "-o", "ro", str(source), str(path)], check=False, capture_output=True)
         if done.returncode:
             pytest.skip(f"cannot mount read-only ({done.stderr.decode().strip() or 'not root'})")
         self.mounts.append(path)
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], capture_output=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=False, capture_output=True)
         if os.access(path, os.W_OK) and _writable(path):
             pytest.skip("a read-only bind mount stays writable here")
 
@@ -317,7 +316,7 @@ def corpus(tmp_path, monkeypatch):
     mounts: list[Path] = []
     yield Corpus(tmp_path / "corpus", mounts)
     for path in reversed(mounts):
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
 
 
 def _check(corpus: Corpus, case: Case, run) -> None:
@@ -354,8 +353,8 @@ def test_hostile_input(corpus, case, capsys):
 def test_hostile_input_through_the_entry_point(corpus, case):
     def run(argv: list[str]) -> tuple[int, str, str]:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-        done = subprocess.run([sys.executable, "-m", "spnir", *argv], capture_output=True, text=True, env=env,
-                              timeout=120)
+        done = subprocess.run([sys.executable, "-m", "spnir", *argv], check=False, capture_output=True, text=True,
+                              env=env, timeout=120)
         return done.returncode, done.stdout, done.stderr
 
     _check(corpus, case, run)

@@ -221,6 +221,15 @@ def test_export_refuses_a_size_whose_verification_would_not_fit(tmp_path, sr_ckp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edsr.safetensors"]  # no temporary file
 
 
+def test_export_removes_what_a_killed_export_left(tmp_path, sr_ckpt, capsys):
+    from spnir.atomic import _temporary_prefix
+
+    killed = tmp_path / (_temporary_prefix("m.safetensors").replace(f"-{os.getpid()}-", "-999999999-") + "abcd1234.tmp")
+    killed.write_bytes(b"half")
+    code, _, _ = _run(capsys, "export", "--checkpoint", sr_ckpt, "--out", tmp_path / "m.safetensors", "--quiet")
+    assert code == 0 and not killed.exists()
+
+
 @onnx_needed
 def test_export_reports_the_opset_the_file_holds(tmp_path, sr_ckpt, capsys):
     import onnx

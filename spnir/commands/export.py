@@ -77,12 +77,14 @@ def check_arguments(args: argparse.Namespace, fmt: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spnir.archs.model_files import model_for_inference, parse_overrides
+    from spnir.atomic import remove_stale_temporaries
     from spnir.export import DEFAULT_OPSET, MAX_SIZE, TOLERANCE, describe_model, min_size, opset_of
     from spnir.progress import note
 
     out = Path(args.out)
     fmt = output_format(out, args.format)
     check_arguments(args, fmt)
+    remove_stale_temporaries(out.parent)  # what a killed export was writing
     model, scale = model_for_inference(args.checkpoint, args.model, args.scale, args.key,
                                        parse_overrides(args.overrides), cli=True)
     info = describe_model(model)

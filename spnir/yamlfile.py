@@ -63,8 +63,10 @@ def parse_yaml(text: str, source: str) -> Any:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as exc:
         raise SpnirError(f"{source}:{exc}") from None
-    except yaml.YAMLError as exc:
-        raise SpnirError(f"{source}: not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # one line: the problem and its line, without PyYAML's excerpt and caret
+        mark = getattr(exc, "problem_mark", None)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise SpnirError(f"{source}{f':{mark.line + 1}' if mark else ''}: not valid YAML: {problem}") from None
 
 
 def read_yaml(path: Path) -> Any:

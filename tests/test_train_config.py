@@ -169,3 +169,16 @@ def test_schedule_rules_live_with_the_schedules():
 def test_the_tilers_rule_is_checked_at_validation_in_its_own_words():
     with pytest.raises(SpnirError, match=r"--set val.tile_overlap=16: val.tile=16, val.tile_overlap=16: need"):
         load_config(tiny_config(val={"tile": 16}), ["val.tile_overlap=16"])
+
+
+def test_an_owners_error_names_the_set_that_gave_the_key_it_names(tmp_path):
+    import yaml
+
+    config = tiny_config()
+    config["spn"]["weight"] = "much"
+    path = tmp_path / "run.yml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SpnirError, match=f"^{path}: spn.weight = 'much'"):
+        load_config(path, ["spn.enabled=true"])
+    with pytest.raises(SpnirError, match="^--set loss.type=l3: unknown loss type 'l3'"):
+        load_config(tiny_config(), ["loss.type=l3"])

@@ -6,7 +6,8 @@ config key in front of its message (:func:`spnir.spn.check_options`, :func:`spni
 :func:`spnir.losses.build_loss`)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+import re
+from typing import Any, Callable, Sequence
 
 from spnir.coerce import number
 from spnir.ema import check_decay
@@ -27,20 +28,20 @@ def check_runnable(config: Config, origin: str | Origin = "config") -> None:
     origin = origin if isinstance(origin, Origin) else Origin(origin)
     _check_length(config, origin)
     sched = config["scheduler"]
-    _owned(origin, "scheduler", sched, lambda: check_schedule(sched, "scheduler."))
+    _owned(origin, "scheduler", lambda: check_schedule(sched, "scheduler."))
     _check_speed_settings(config, origin)
     _check_model(config["model"], origin)
     _check_spn(config["spn"], origin)
     if config["ema"]["decay"] is not None:
-        _owned(origin, "ema", config["ema"], lambda: check_decay(config["ema"]["decay"], "ema.decay"))
+        _owned(origin, "ema", lambda: check_decay(config["ema"]["decay"], "ema.decay"))
     if config["log"]["wandb"]["project"] is not None:
         _check_wandb(config["log"], origin)
     from spnir.losses import build_loss
     from spnir.metric_suite import METRICS, check_metric_names
 
     loss = config["loss"]
-    _owned(origin, "loss", loss, lambda: build_loss({"type": loss["type"], "loss_weight": loss["weight"],
-                                                     **loss["args"]}))
+    _owned(origin, "loss", lambda: build_loss({"type": loss["type"], "loss_weight": loss["weight"], **loss["args"]}),
+           [f"loss.{key}" for key in loss])
     metrics = config["val"]["metrics"]
     if not isinstance(metrics, list):
         raise SpnirError(f"{origin.at('val.metrics')}: val.metrics = {shown(metrics)}: expected a list drawn from "
@@ -56,12 +57,14 @@ def check_runnable(config: Config, origin: str | Origin = "config") -> None:
                          f"not a multiple of model.scale {scale} (the LQ patch is patch_size / scale pixels)")
 
 
-def _owned(origin: Origin, section: str, values: Config, check: Callable[[], Any]) -> None:
-    """Run an owner's validator; its error gets where the ``section``'s values came from in front."""
+def _owned(origin: Origin, section: str, check: Callable[[], Any], keys: Sequence[str] = ()) -> None:
+    """Run an owner's validator; its error gets in front where the ``section`` keys it names (else ``keys``)
+    came from: the ``--set`` that gave one of them, else the file."""
     try:
         check()
     except SpnirError as exc:
-        raise SpnirError(f"{origin.at(section, *(f'{section}.{k}' for k in values))}: {exc}") from None
+        named = re.findall(rf"\b{re.escape(section)}\.\w+", str(exc)) or [section, *keys]
+        raise SpnirError(f"{origin.at(*named)}: {exc}") from None
 
 
 def _check_length(config: Config, origin: Origin) -> None:
@@ -79,8 +82,7 @@ def _check_speed_settings(config: Config, origin: Origin) -> None:
         raise SpnirError(f"{origin.at('optim.fused', 'optim.foreach')}: optim.fused and optim.foreach are both "
                          "true; choose one")
     val = config["val"]
-    _owned(origin, "val", {"tile": None, "tile_overlap": None},
-           lambda: check_tiling(val["tile"], val["tile_overlap"], "val."))
+    _owned(origin, "val", lambda: check_tiling(val["tile"], val["tile_overlap"], "val."))
 
 
 def _check_model(model: Config, origin: Origin) -> None:
@@ -127,18 +129,18 @@ def _check_spn(spn: Config, origin: Origin) -> None:
     weight = spn["weight"]
     if weight != "auto" and number(weight) is not None:
         spn["weight"] = weight = number(weight)
-    _owned(origin, "spn", spn, lambda: check_options(
+    _owned(origin, "spn", lambda: check_options(
         spn["layer_weights"], weight, spn["form"], spn["max_distance"], spn["target_ratio"],
         spn["uncertainty_weight"], prefix="spn."))
     if spn["source"] == "history":
-        _owned(origin, "spn", spn, lambda: check_bank_options(
+        _owned(origin, "spn", lambda: check_bank_options(
             spn["periods"], spn["decays"], spn["init_decay"], spn["adaptive_threshold"], spn["adaptive_decay"],
             prefix="spn."))
     if not spn["enabled"]:
         return
-    _owned(origin, "spn", {"layer_weights": None, "features": None},
+    _owned(origin, "spn",
            lambda: check_layers(spn["features"], spn["layer_weights"], "spn.layer_weights", "spn.features"))
-    _owned(origin, "spn", spn, lambda: check_source_options(spn, prefix="spn."))
+    _owned(origin, "spn", lambda: check_source_options(spn, prefix="spn."))
 
 
 def _check_source(source: Config, key: str, scale: int, origin: Origin) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from spnir.atomic import atomic_path
+from spnir.atomic import atomic_path, writing
 from spnir.errors import SpnirError
 from spnir.metrics import MetricSettings
 from spnir.study.schema import Setting, Study
@@ -133,7 +133,8 @@ def run_study(study: Study, out: str | Path, only: Sequence[str] | None = None,
     from spnir.train import run_training
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     unknown = sorted(set(only or ()) - {s.name for s in study.settings})
     if unknown:
         raise SpnirError(f"{study.source}: --only names {unknown}, not settings of the study "

@@ -56,7 +56,7 @@ def test_resume_resolution(tmp_path):
     folder.save(_state(3), 3)
     assert resolve_resume("auto", folder) == folder.path_for(3)
     assert resolve_resume(str(tmp_path / "run"), folder) == folder.path_for(3)
-    with pytest.raises(SpnirError, match="no such checkpoint file"):
+    with pytest.raises(SpnirError, match=r"^resume = '.*missing\.pt': no such checkpoint file \('auto' takes"):
         resolve_resume(str(tmp_path / "missing.pt"), folder)
 
 

@@ -135,10 +135,10 @@ def resolve_resume(resume: str | None, checkpoints: CheckpointDir) -> Path | Non
     if path.is_dir():
         newest = CheckpointDir(path / "checkpoints" if (path / "checkpoints").is_dir() else path).newest()
         if newest is None:
-            raise SpnirError(f"--resume {resume}: no iter_*.pt checkpoint in that folder")
+            raise SpnirError(f"resume = {resume!r}: no iter_*.pt checkpoint in that folder")
         return newest
     if not path.is_file():
-        raise SpnirError(f"--resume {resume}: no such checkpoint file (use --resume auto for the newest)")
+        raise SpnirError(f"resume = {resume!r}: no such checkpoint file ('auto' takes the run's newest)")
     return path
 
 
@@ -162,5 +162,5 @@ def load_resume(resume: str | None, checkpoints: CheckpointDir,
         if candidate != path:
             notes.append(f"resuming from {candidate}, the newest intact checkpoint")
         return candidate, state
-    raise SpnirError(f"--resume auto: no intact checkpoint in {checkpoints.folder} (see the reasons above: "
+    raise SpnirError(f"resume = 'auto': no intact checkpoint in {checkpoints.folder} (see the reasons above: "
                      + "; ".join(notes) + ")")

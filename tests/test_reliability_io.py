@@ -98,6 +98,19 @@ def test_a_restore_that_would_not_fit_says_so_and_names_a_tile_that_fits(tmp_pat
     assert code == 0 and err == "" and (tmp_path / "o" / "big.png").is_file()
 
 
+def test_an_allocation_failure_the_estimate_missed_is_a_skip(tmp_path, sr_ckpt, capsys, monkeypatch):
+    import spnir.restore
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(spnir.restore, "restore_image", no_memory)
+    _photo(tmp_path / "in" / "a.png")
+    code, _, err = _run(capsys, "restore", tmp_path / "in", "--checkpoint", sr_ckpt, "--out", tmp_path / "o", "--quiet")
+    assert code == 1 and "a.png: out of memory ([enforce fail" in err and "--tile 256" in err
+    assert len(err.splitlines()) == 1
+
+
 def test_eval_refuses_an_image_that_would_not_fit(tmp_path, sr_ckpt, capsys, monkeypatch):
     from spnir import restore
 

@@ -180,12 +180,11 @@ def _restore(model: torch.nn.Module, image: torch.Tensor, scale: int, args: argp
     try:
         return restore_image(model, image, scale, tile=args.tile, tile_overlap=args.tile_overlap,
                              self_ensemble=args.self_ensemble)
-    except (MemoryError, torch.OutOfMemoryError) as exc:
-        raise SpnirError(f"out of memory ({_first_line(exc)}); restore it in tiles: --tile 256") from None
-    except RuntimeError as exc:
-        if "alloc" not in str(exc).lower():
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and "alloc" not in str(exc).lower():
             raise
-        raise SpnirError(f"out of memory ({_first_line(exc)}); restore it in tiles: --tile 256") from None
+        advice = "use a smaller --tile" if args.tile else "restore it in tiles: --tile 256"
+        raise SpnirError(f"out of memory ({_first_line(exc)}); {advice}") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -220,3 +220,16 @@ def test_numpy_scalar_allow_list_under_numpy_1_and_2():
         classes = [entry for entry in allowed if not isinstance(entry, tuple)]
         assert np.dtype in classes and type(np.dtype("float64")) in classes
         assert type(np.dtype(object)) not in classes and len(allowed) == 2 + 1 + 12
+
+
+def test_foreign_weights_without_a_preset_name_the_argument_of_the_caller(tmp_path):
+    from spnir.archs.model_files import model_for_inference
+
+    weights = tmp_path / "plain.pth"
+    torch.save(create_model("edsr-baseline", 2, num_block=1, num_feat=4).state_dict(), weights)
+    with pytest.raises(SpnirError, match="name its preset with preset= for official"):
+        model_for_inference(weights)
+    with pytest.raises(SpnirError, match="name its preset with --model for official"):
+        model_for_inference(weights, cli=True)
+    model, scale = model_for_inference(weights, "edsr-baseline", 2, overrides={"num_block": 1, "num_feat": 4})
+    assert scale == 2

@@ -392,7 +392,7 @@ def model_for_inference(
     state dict entry (see :func:`load_checkpoint`). ``overrides`` are checked against the preset's arguments
     before the file is read when ``preset`` is given; ``cli=True``: messages name ``--set`` and ``--scale``.
     """
-    where, scale_setting = ("--set ", "--scale") if cli else ("", "scale")
+    where, scale_setting, preset_setting = ("--set ", "--scale", "--model") if cli else ("", "scale", "preset=")
     if preset is not None:
         check_overrides(preset, overrides or {}, where)
     content = read_checkpoint(checkpoint)
@@ -400,7 +400,7 @@ def model_for_inference(
     name = preset or (recorded or {}).get("name")
     if name is None:
         raise SpnirError(
-            f"{checkpoint}: not a spnir model checkpoint (no preset recorded), so name its preset with --model "
+            f"{checkpoint}: not a spnir model checkpoint (no preset recorded), so name its preset with {preset_setting} "
             f"for official or foreign weights"
         )
     options = dict(overrides or {})

@@ -113,12 +113,12 @@ def _metric_list(text: str) -> list[str]:
 
 def _recorded(args: argparse.Namespace) -> None:
     """Fill ``--task`` and ``--scale`` from what a spnir checkpoint records, where they are not given."""
-    if args.checkpoint and args.task in (None, "sr") and (args.task is None or args.scale is None):
+    if args.checkpoint and (args.task is None or (args.task == "sr" and args.scale is None)):
         from spnir.archs.model_files import checkpoint_preset, read_checkpoint
         from spnir.archs.registry import get_preset
 
         record = checkpoint_preset(read_checkpoint(args.checkpoint))
-        if record and (args.model in (None, record["name"])):
+        if record and args.model in (None, record["name"]):
             args.task = args.task or get_preset(record["name"]).task
             if args.scale is None and args.task == "sr":
                 args.scale = record.get("scale")

@@ -400,8 +400,8 @@ def model_for_inference(
     name = preset or (recorded or {}).get("name")
     if name is None:
         raise SpnirError(
-            f"{checkpoint}: not a spnir model checkpoint (no preset recorded), so name its preset with {preset_setting} "
-            f"for official or foreign weights"
+            f"{checkpoint}: not a spnir model checkpoint (no preset recorded), so name its preset with "
+            f"{preset_setting} for official or foreign weights"
         )
     options = dict(overrides or {})
     if recorded and recorded["name"] == name:

@@ -182,3 +182,10 @@ def test_an_owners_error_names_the_set_that_gave_the_key_it_names(tmp_path):
         load_config(path, ["spn.enabled=true"])
     with pytest.raises(SpnirError, match="^--set loss.type=l3: unknown loss type 'l3'"):
         load_config(tiny_config(), ["loss.type=l3"])
+
+
+def test_a_custom_models_arguments_are_converted_as_a_presets_are():
+    config = tiny_config(model={"name": "train_support:NaNAfter", "scale": None, "args": {"after": "2e0"}})
+    for entry in (config["data"]["train"], *config["data"]["val"]):
+        entry["degradations"] = [{"type": "noise", "sigma": 5}]  # the x1 network's task
+    assert load_config(config)["model"]["args"] == {"after": 2}

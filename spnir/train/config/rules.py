@@ -13,6 +13,7 @@ from spnir.coerce import number
 from spnir.ema import check_decay
 from spnir.errors import SpnirError, shown
 from spnir.features import check_layers
+from spnir.losses import build_loss
 from spnir.negative_sources import check_source_options
 from spnir.negatives import check_bank_options
 from spnir.restore import check_tiling
@@ -36,7 +37,6 @@ def check_runnable(config: Config, origin: str | Origin = "config") -> None:
         _owned(origin, "ema", lambda: check_decay(config["ema"]["decay"], "ema.decay"))
     if config["log"]["wandb"]["project"] is not None:
         _check_wandb(config["log"], origin)
-    from spnir.losses import build_loss
     from spnir.metric_suite import METRICS, check_metric_names
 
     loss = config["loss"]
@@ -93,7 +93,8 @@ def _check_model(model: Config, origin: Origin) -> None:
     name = model["name"]
     try:
         if ":" in name:
-            check_arguments(import_factory(name), model["args"], f"model {name}", "model.args.", skip=("scale",))
+            model["args"] = check_arguments(import_factory(name), model["args"], f"model {name}", "model.args.",
+                                            skip=("scale",))
         else:
             check_scale(name, model["scale"], "model.scale")
             model["args"] = check_overrides(name, model["args"], "model.args.")

@@ -1,10 +1,11 @@
 """The one training loop. Tasks differ only in what :mod:`spnir.train.build` puts into it.
 
 Per iteration (one optimiser step): for each of ``accumulate`` micro-batches, forward (optionally under
-bfloat16/float16 autocast), reconstruction loss plus the SPN term, backward of their sum over ``accumulate``; then
-gradient clipping, one device-to-host transfer of the loss terms, the gradient's finiteness, the gradient
-norm (when clipping or logging), the values the negatives' next step decides on (``step_inputs``) and the
-stop flag (all ranks agree), the finiteness check, the optimiser and scheduler step, then the negatives' schedule and the evaluation EMA.
+bfloat16/float16 autocast), reconstruction loss plus the SPN term, backward of their sum over ``accumulate``;
+then gradient clipping, one device-to-host transfer of the loss terms, the gradient's finiteness, the gradient
+norm (when clipping or logging), the values the negatives' next step decides on (``step_inputs``) and the stop
+flag (all ranks agree), the finiteness check, the optimiser and scheduler step, then the negatives' schedule
+and the evaluation EMA.
 With float16 a step the GradScaler skips for inf/NaN gradients advances the learning-rate schedule (the
 iteration counts, as in BasicSR) but neither the negatives' schedule nor the EMA: both follow the optimiser
 steps actually taken. A SIGINT/SIGTERM sets a flag that is honoured at the end of the iteration: a resumable

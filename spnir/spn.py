@@ -96,10 +96,9 @@ def check_options(layer_weights: Mapping[str, float] | Sequence[str], weight: fl
     after ``prefix`` (a config passes ``"spn."``), so a config is checked before any work starts."""
     if not layer_weights:
         raise SpnirError(f"{prefix}layer_weights is empty: name at least one feature layer")
-    if weight == "auto":
-        if not 0.0 < target_ratio:
-            raise SpnirError(f"{prefix}target_ratio = {target_ratio!r}: expected a number > 0")
-    elif isinstance(weight, str) or float(weight) < 0:
+    if not 0.0 < target_ratio:
+        raise SpnirError(f"{prefix}target_ratio = {target_ratio!r}: expected a number > 0")
+    if weight != "auto" and (isinstance(weight, str) or float(weight) < 0):
         raise SpnirError(f"{prefix}weight = {weight!r}: expected a number >= 0 or 'auto'")
     if form not in FORMS:
         raise SpnirError(f"{prefix}form = {form!r} is not one of {list(FORMS)}")

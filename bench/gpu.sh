@@ -21,7 +21,7 @@ timeout 130 "$PY" bench/loop_overhead.py --device cuda --variants --configs edsr
     --negatives 1,4 --reps 5 | tee "$OUT/loop_variants.txt"
 # 3. the demo's SPN training in float16 (GradScaler) and in bfloat16; each must end finite (a NaN/Inf stops spnir
 #    train with a non-zero exit); scalars.csv keeps the curve and amp/skipped_steps
-for AMP in float16 bfloat16; do
+for AMP in fp16 bf16; do
     timeout 80 "$PY" -m spnir train -c configs/demo/sr_x2_tiny_spn.yml --out "$OUT/demo_$AMP" \
         --set spn.vgg_weights=random --set train.amp=$AMP --set train.device=cuda --set log.progress=false \
         > "$OUT/demo_$AMP.log" 2>&1

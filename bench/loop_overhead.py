@@ -85,9 +85,9 @@ def make_steps(cfg: Config, n_neg: int, vgg: VGGFeatures, device: torch.device, 
              "Trainer K=2": TrainerStep(spn_step(), device, accumulate=2),
              "SPN object, 2 halves": HalvesStep(spn_step())}
     if variants:
-        steps["Trainer bf16"] = TrainerStep(spn_step(), device, amp="bfloat16")
-        steps["Trainer bf16+compile"] = TrainerStep(spn_step(), device, amp="bfloat16", compile=True)
-        steps["Trainer bf16+compile+channels_last"] = TrainerStep(spn_step(), device, amp="bfloat16", compile=True,
+        steps["Trainer bf16"] = TrainerStep(spn_step(), device, amp="bf16")
+        steps["Trainer bf16+compile"] = TrainerStep(spn_step(), device, amp="bf16", compile=True)
+        steps["Trainer bf16+compile+channels_last"] = TrainerStep(spn_step(), device, amp="bf16", compile=True,
                                                                   channels_last=True)
         steps["Trainer channels_last"] = TrainerStep(spn_step(), device, channels_last=True)
     return steps

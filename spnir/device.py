@@ -34,18 +34,18 @@ __all__ = ["pick_device"]
 
 
 # Reduced precisions of autocast, spelled as torch spells them; the short names are refused with the right one.
-AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_SPELLINGS: dict[str, str] = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_SPELLINGS: dict[str, str] = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "fp32": "float32"}
 
 
 def autocast_dtype(name: str, setting: str = "dtype") -> torch.dtype | None:
-    """The autocast dtype ``name`` spells (``bfloat16``, ``float16``); ``None`` for ``float32`` or ``none`` (no
-    autocast). Another spelling (``bf16``, ``fp16``) is an error naming ``setting`` and the spelling to use."""
+    """The autocast dtype ``name`` spells (``bf16``, ``fp16``); ``None`` for ``float32`` or ``none`` (no
+    autocast). Another spelling (``bfloat16``, ``float16``) is an error naming ``setting`` and the spelling to use."""
     if name in ("float32", "none"):
         return None
     if name in AUTOCAST_DTYPES:
         return AUTOCAST_DTYPES[name]
     if name in DTYPE_SPELLINGS:
-        raise SpnirError(f"{setting} = {name!r}: write {DTYPE_SPELLINGS[name]} (dtypes are spelled as torch spells "
-                         "them)")
+        raise SpnirError(f"{setting} = {name!r}: write {DTYPE_SPELLINGS[name]} (autocast dtypes are spelled bf16, "
+                         "fp16)")
     raise SpnirError(f"{setting} = {name!r}; expected one of float32, {', '.join(AUTOCAST_DTYPES)}")

@@ -302,7 +302,7 @@ def test_feature_dtype_bfloat16_runs_features_in_bf16_and_sums_in_float32():
 
     model = tiny_net()
     exact = SPN(model, weight=1.0, layer_weights={"raw": 1.0}, features=features)
-    fast = SPN(model, weight=1.0, layer_weights={"raw": 1.0}, features=features, feature_dtype="bfloat16")
+    fast = SPN(model, weight=1.0, layer_weights={"raw": 1.0}, features=features, feature_dtype="bf16")
     for spn in (exact, fast):
         spn.negatives.models[0].load_state_dict(exact.negatives.models[0].state_dict())
     perturb_(exact.negatives.models[0])

@@ -33,7 +33,7 @@ def test_logs_validation_and_final_weights(data, tmp_path):
 
 
 def test_bf16_autocast_trains_on_the_cpu(data, tmp_path):
-    result = run_training(tiny_config(total=2, train={"amp": "bfloat16"}), tmp_path / "bf16")
+    result = run_training(tiny_config(total=2, train={"amp": "bf16"}), tmp_path / "bf16")
     assert result.completed and all(p.isfinite().all() for p in result.model.parameters())
 
 

@@ -109,7 +109,7 @@ def test_accumulating_two_half_batches_equals_the_full_batch(data, tmp_path, spn
 
 
 def test_fp16_with_a_grad_scaler_trains_spn_on_the_cpu(data, tmp_path):
-    result = run_training(tiny_config(total=3, train={"amp": "float16"}), tmp_path / "fp16")
+    result = run_training(tiny_config(total=3, train={"amp": "fp16"}), tmp_path / "fp16")
     assert result.completed and all(p.isfinite().all() for p in result.model.parameters())
     assert result.spn.negatives.steps == 3
 
@@ -117,7 +117,7 @@ def test_fp16_with_a_grad_scaler_trains_spn_on_the_cpu(data, tmp_path):
 def test_a_step_the_grad_scaler_skips_advances_neither_negatives_nor_ema(data, tmp_path):
     """An inf gradient: the GradScaler skips the optimiser step and halves its scale; the learning-rate
     schedule advances (the iteration counts), the negatives' schedule and the EMA do not."""
-    trainer = _trainer(tiny_config(total=4, train={"amp": "float16"}), tmp_path)
+    trainer = _trainer(tiny_config(total=4, train={"amp": "fp16"}), tmp_path)
     p = trainer.parts
     batches = p.batches(0)
     trainer.train_step(next(batches))

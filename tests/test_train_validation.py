@@ -32,7 +32,7 @@ def test_a_tile_covering_the_image_is_exact_and_smaller_tiles_blend(data):
     assert torch.equal(covering.images["v"][0], whole.restore(model, lq)[0])
 
 
-@pytest.mark.parametrize("amp", ["bfloat16", "float16"])
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_reduced_precision_inference_is_close_to_fp32(data, amp):
     fp32, model = _validator(tiny_config(), Inference(scale=2))
     low, _ = _validator(tiny_config(), Inference(scale=2, amp=amp))
@@ -41,7 +41,7 @@ def test_reduced_precision_inference_is_close_to_fp32(data, amp):
 
 def test_save_images_writes_the_first_n_of_each_set(data, tmp_path):
     config = tiny_config(total=4, val={"every": 2, "save_images": 1, "tile": 8, "tile_overlap": 2,
-                                       "amp": "bfloat16"}, log={"every": 2, "tensorboard": True, "progress": False})
+                                       "amp": "bf16"}, log={"every": 2, "tensorboard": True, "progress": False})
     result = run_training(config, tmp_path / "run")
     assert result.completed
     for it in (2, 4):

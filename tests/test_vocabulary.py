@@ -98,8 +98,8 @@ def test_config_vocabularies_come_from_their_owners():
         assert field.choices[1:] == tuple(AUTOCAST_DTYPES)
 
 
-@pytest.mark.parametrize("key,short,right", [("train.amp", "bf16", "bfloat16"), ("val.amp", "fp16", "float16"),
-                                             ("spn.feature_dtype", "bf16", "bfloat16")])
+@pytest.mark.parametrize("key,short,right", [("train.amp", "bfloat16", "bf16"), ("val.amp", "float16", "fp16"),
+                                             ("spn.feature_dtype", "bfloat16", "bf16")])
 def test_a_dtype_has_one_spelling_and_the_other_names_it(key, short, right):
     section, name = key.split(".")
     config = _minimal(enabled=True, vgg_weights="random")
@@ -110,10 +110,10 @@ def test_a_dtype_has_one_spelling_and_the_other_names_it(key, short, right):
     assert validate(config)[section][name] == right
 
 
-def test_the_python_api_refuses_the_short_dtype_spelling_too():
+def test_the_python_api_refuses_the_long_dtype_spelling_too():
     from spnir.device import autocast_dtype
     from spnir.negative_sources import InputNegatives
 
-    with pytest.raises(SpnirError, match="feature_dtype = 'bf16': write bfloat16"):
-        NegativeLoss(InputNegatives(), layer_weights={"raw": 1.0}, features=lambda x: {"raw": x}, feature_dtype="bf16")
-    assert autocast_dtype("float16", "val.amp") is torch.float16 and autocast_dtype("none") is None
+    with pytest.raises(SpnirError, match="feature_dtype = 'bfloat16': write bf16"):
+        NegativeLoss(InputNegatives(), layer_weights={"raw": 1.0}, features=lambda x: {"raw": x}, feature_dtype="bfloat16")
+    assert autocast_dtype("fp16", "val.amp") is torch.float16 and autocast_dtype("none") is None

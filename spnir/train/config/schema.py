@@ -148,7 +148,7 @@ SCHEMA: dict[str, Any] = {
         "input_norm": Field(bool, True, "transform the VGG input as its weights expect (torchvision's "
                             "normalisation or Caffe's x255/BGR/mean)"),
         "feature_dtype": Field(str, "float32", "precision of the negatives' forward and VGG: float32, or "
-                               "bfloat16/float16 autocast (about 2x faster VGG on CPUs with AVX512-BF16)",
+                               "bf16/fp16 autocast (about 2x faster VGG on CPUs with AVX512-BF16)",
                                choices=("float32", *AUTOCAST_DTYPES), spellings=DTYPE_SPELLINGS),
         "range_norm": Field(bool, False, "map [-1, 1] inputs to [0, 1] before VGG"),
         "periods": Field(list[int], [100, 200, 500, 1000], "refresh period of each negative (iterations)"),
@@ -203,7 +203,7 @@ SCHEMA: dict[str, Any] = {
         "total_iter": _pos(None, "iterations to train (or set epochs)", nullable=True),
         "epochs": _pos(None, "epochs to train (converted to iterations from the dataset size)", nullable=True),
         "grad_clip": _pos(None, "clip the gradient norm to this", nullable=True, kind=float),
-        "amp": Field(str, "none", "mixed precision: none, bfloat16, float16 (with a GradScaler; CPU and GPU)",
+        "amp": Field(str, "none", "mixed precision: none, bf16, fp16 (with a GradScaler; CPU and GPU)",
                      choices=("none", *AUTOCAST_DTYPES), spellings=DTYPE_SPELLINGS),
         "accumulate": _pos(1, "gradient accumulation: one optimiser step per K micro-batches of "
                            "data.train.batch_size (K times the samples per step)"),
@@ -236,7 +236,7 @@ SCHEMA: dict[str, Any] = {
         "tile": Field(int, None, "restore in tiles of this many LQ pixels (spnir restore's tiler); null: whole "
                       "images", nullable=True),
         "tile_overlap": Field(int, 32, "overlap of neighbouring tiles in LQ pixels (< val.tile)"),
-        "amp": Field(str, "none", "inference precision of validation: none, bfloat16, float16",
+        "amp": Field(str, "none", "inference precision of validation: none, bf16, fp16",
                      choices=("none", *AUTOCAST_DTYPES), spellings=DTYPE_SPELLINGS),
         "save_images": _nonneg(0, "write the first N restored images of each set at each validation to "
                                "<run>/images and TensorBoard"),

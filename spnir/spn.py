@@ -132,7 +132,7 @@ class NegativeLoss(nn.Module):
         uncertainty_weight: if > 0, adds ``uncertainty_weight * mean(w * |out - gt|)`` with ``w`` from
             :func:`uncertainty_weights` (needs ``gt``).
         uncertainty_eps: ``eps`` of :func:`uncertainty_weights`.
-        feature_dtype: ``torch.bfloat16`` / ``torch.float16`` (or their names) runs the negatives and the
+        feature_dtype: ``torch.bfloat16`` / ``torch.float16`` (or ``"bf16"`` / ``"fp16"``) runs the negatives and the
             feature extractor under autocast in that dtype (distances are still summed in float32); ``None``
             keeps the caller's precision. On CPUs with AVX512-BF16 this halves the cost of VGG.
     """

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from spnir.errors import SpnirError
+from spnir.features import VGGFeatures
 from spnir.metrics import MetricSettings
 from spnir.study import Setting, Study, collect, run_study
 from spnir.study.report import comparison_figure, feature_space, plot_curves
@@ -60,6 +61,7 @@ def choose_vgg_weights(requested: str | None) -> tuple[str, str]:
     torchvision's ImageNet VGG16 if cached (the method's file), else the Caffe one if cached, else random."""
     if requested is not None:
         space = resolve_feature_space("vgg16", requested, ask_random="--vgg-weights random")  # missing: say so now
+        VGGFeatures("vgg16", ["relu1_1"], vgg_weights=requested)  # a damaged or foreign file: said before training
         return requested, f"{space.description}, as requested"
     for name, setting in (("vgg16", "imagenet"), ("vgg16-caffe", "imagenet-caffe")):
         if cached_vgg_path(name).is_file():

@@ -187,7 +187,8 @@ def _load_torchvision_features(path: os.PathLike, kind: str, depth: int) -> dict
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise SpnirError(f"{path}: cannot load as a weights-only torch file ({exc})") from exc
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # torch's advice runs many lines
+            raise SpnirError(f"{path}: cannot load as a weights-only torch file ({reason})") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

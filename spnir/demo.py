@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from spnir.errors import SpnirError
+from spnir.evaluation import TASK_CONVENTIONS, dataset_samples, evaluate_images
 from spnir.features import VGGFeatures
-from spnir.metrics import MetricSettings
+from spnir.metric_suite import MetricSuite
 from spnir.study import Setting, Study, collect, run_study
 from spnir.study.report import comparison_figure, feature_space, plot_curves
 from spnir.study.run import eval_datasets, evaluated_model
@@ -142,13 +143,10 @@ class DemoReport:
         """Bicubic upsampling of the validation LR images (per image): the first row of every SR table."""
         from spnir.imresize import imresize
 
-        settings = MetricSettings(crop_border=SCALE, y_channel=True)
-        scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
-        for item in self.dataset:
-            psnr, ssim = settings.measure(imresize(item["lq"].unsqueeze(0), SCALE).clamp(0, 1), item["gt"].unsqueeze(0))
-            scores["psnr"].append(float(psnr[0]))
-            scores["ssim"].append(float(ssim[0]))
-        return scores
+        suite = MetricSuite(TASK_CONVENTIONS["sr"].settings(SCALE))
+        measured = evaluate_images(lambda lq: imresize(lq, SCALE).clamp(0, 1), dataset_samples(self.dataset), suite,
+                                   on_error="stop")
+        return {m: [r.values[m] for r in measured.images] for m in suite.names}
 
     def final(self, setting: str, metric: str = "psnr") -> float:
         """The mean over the validation images of the run's final model (its ``metrics.json``)."""

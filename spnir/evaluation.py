@@ -21,19 +21,29 @@ through MATLAB's ``rgb2gray`` (:func:`spnir.imageio.to_gray`).
 
 Outputs are rounded to 8 bit before measuring (as a saved result would be). A bad image (unreadable,
 16-bit, transparent, wrong LQ/GT size) is skipped with its reason, or stops the run with ``on_error="stop"``.
+
+:func:`evaluate_images` is the one routine that restores images, measures them and keeps the per-image
+results (:class:`SetResult` of :class:`ImageResult`): ``spnir eval`` (:class:`Evaluator`), training validation
+(:class:`spnir.train.validation.Validator`), ``spnir study`` and ``spnir demo`` all run it. A network restores
+through :func:`model_restore` (whole or tiled, optionally under autocast; see :class:`Inference`). Each
+task's default measuring conventions are in :data:`TASK_CONVENTIONS`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 from spnir.data.degrade import mod_crop, quantize
 from spnir.data.paired import sr_gt_box
+from spnir.device import autocast_dtype
 from spnir.errors import SpnirError
 from spnir.imageio import list_images, load_image, to_gray
 from spnir.imresize import imresize
@@ -41,12 +51,38 @@ from spnir.metric_suite import MetricSuite, direction
 from spnir.metrics import MetricSettings, rgb_to_y
 from spnir.progress import note, progress
 
-TASKS: tuple[str, ...] = ("sr", "dehaze", "derain", "deblur", "denoise")
 LrProtocol = Literal["rgb8", "classic"]
 NoiseProtocol = Literal["float", "8bit"]
 NOISE_PROTOCOLS: tuple[str, ...] = ("float", "8bit")
 OnError = Literal["skip", "stop"]
 RestoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+
+@dataclass(frozen=True)
+class TaskConvention:
+    """How a task is measured unless told otherwise: PSNR/SSIM on the Y channel or on RGB, and whether the
+    border cropped is the scale (SR) or none."""
+
+    y_channel: bool
+    crop_scale: bool = False
+
+    def settings(self, scale: int = 1, convention: str = "basicsr", y_channel: bool | None = None,
+                 crop_border: int | None = None) -> MetricSettings:
+        """The metric settings at ``scale``; ``y_channel``/``crop_border`` given override the task's."""
+        return MetricSettings(
+            crop_border=(scale if self.crop_scale else 0) if crop_border is None else crop_border,
+            y_channel=self.y_channel if y_channel is None else y_channel, convention=convention)
+
+
+TASK_CONVENTIONS: dict[str, TaskConvention] = {
+    "sr": TaskConvention(y_channel=True, crop_scale=True),
+    "dehaze": TaskConvention(y_channel=False),
+    "derain": TaskConvention(y_channel=True),
+    "deblur": TaskConvention(y_channel=False),
+    "denoise": TaskConvention(y_channel=False),
+}
+TASKS: tuple[str, ...] = tuple(TASK_CONVENTIONS)
 
 # Sub-folder names recognised when one DIR holds a paired set (first match wins).
 LQ_FOLDER_NAMES: tuple[str, ...] = ("LQ", "lq", "LR", "lr", "input", "hazy", "rain", "blur", "noisy")
@@ -116,12 +152,14 @@ class SkippedImage:
 
 @dataclass
 class SetResult:
-    """Per-image results of one set; :meth:`mean` (``psnr``, ``ssim``) over the measured images (NaN if none)."""
+    """Per-image results of one set; :meth:`mean` (``psnr``, ``ssim``) over the measured images (NaN if none);
+    ``outputs``: the first restored images when :func:`evaluate_images` was asked to keep some (CPU, [0, 1])."""
 
     name: str
     images: list[ImageResult] = field(default_factory=list)
     skipped: list[SkippedImage] = field(default_factory=list)
     metrics: tuple[str, ...] = ("psnr", "ssim")
+    outputs: list[torch.Tensor] = field(default_factory=list)
 
     def mean(self, metric: str) -> float:
         return _mean([r.values[metric] for r in self.images])
@@ -150,6 +188,92 @@ def _json_means(means: dict[str, float]) -> dict[str, float | None]:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+# -- the core: restore each image, measure it -----------------------------------------------------------
+@dataclass(frozen=True)
+class Inference:
+    """How a network restores an image: ``scale``, tiling (``tile=None``: whole; see :mod:`spnir.restore`),
+    autocast (``none``/``bfloat16``/``float16``), and how many restored images of each set to keep
+    (``save_images``, for looking at)."""
+
+    scale: int = 1
+    tile: int | None = None
+    tile_overlap: int = 32
+    amp: str = "none"
+    save_images: int = 0
+
+
+def model_restore(model: nn.Module, inference: Inference, device: torch.device | str = "cpu",
+                  amp_setting: str = "amp") -> RestoreFn:
+    """``restore(lq)``: ``model``'s output for an LQ batch, on ``device``, float32 clamped to [0, 1], by
+    :func:`spnir.restore.restore_image` as ``inference`` says (``amp_setting`` names the autocast option in
+    errors)."""
+    from spnir.restore import restore_image
+
+    dtype = autocast_dtype(inference.amp, amp_setting)
+    device = torch.device(device)
+
+    def restore(lq: torch.Tensor) -> torch.Tensor:
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with autocast:
+            out = restore_image(model, lq.to(device), inference.scale, inference.tile, inference.tile_overlap)
+        return out.float().clamp(0, 1)
+
+    return restore
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image to measure: ``load() -> (lq, gt, notes)`` (``(C, H, W)`` in [0, 1]; a :class:`SpnirError`
+    there is the image's skip reason) and ``source``, the file an error about its output names."""
+
+    name: str
+    load: Callable[[], tuple[torch.Tensor, torch.Tensor, list[str]]]
+    source: str = ""
+
+
+def dataset_samples(dataset: Any) -> Iterator[Sample]:
+    """The items ``{"lq", "gt"[, "gt_path"]}`` of a validation dataset as samples, loaded one at a time and
+    named by their GT file (or index)."""
+    for index in range(len(dataset)):
+        item = dataset[index]
+        name = Path(str(item.get("gt_path", index))).name
+        yield Sample(name, lambda item=item: (item["lq"], item["gt"], []), str(item.get("lq_path", name)))
+
+
+def evaluate_images(restore: RestoreFn, samples: Iterable[Sample], suite: MetricSuite, name: str = "",
+                    device: torch.device | str = "cpu", on_error: OnError = "skip", keep: int = 0,
+                    show_progress: bool = False, total: int | None = None) -> SetResult:
+    """Restore each sample (``restore`` on a ``(1, C, h, w)`` batch on ``device``), measure it against its GT
+    with ``suite`` and keep its :class:`ImageResult`; a bad image is skipped with its reason (``on_error="stop"``:
+    raised). The first ``keep`` outputs are kept in :attr:`SetResult.outputs`."""
+    if on_error not in ("skip", "stop"):
+        raise SpnirError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
+    result = SetResult(name, metrics=tuple(suite.names))
+    for sample in progress(samples, desc=name, total=total, enabled=show_progress):
+        try:
+            lq, gt, notes = sample.load()
+            with torch.no_grad():
+                out = restore(lq[None].to(device))
+            if tuple(out.shape) != (1, *gt.shape):
+                raise SpnirError(f"{sample.source or sample.name}: output is {tuple(out.shape)}, expected "
+                                 f"{(1, *gt.shape)} to match the GT (N, C, H, W)")
+            if len(result.outputs) < keep:
+                result.outputs.append(out[0].cpu())
+            values = suite.measure(out, gt[None].to(out.device))
+            result.images.append(ImageResult(sample.name, {m: float(v[0]) for m, v in values.items()}, notes))
+        except SpnirError as exc:
+            skip(result, sample.name, exc, on_error)
+    return result
+
+
+def skip(result: SetResult, name: str, exc: SpnirError, on_error: OnError, whole_set: bool = False) -> None:
+    """Record ``name`` as skipped in ``result`` with ``exc`` as its reason, and say so (``"stop"``: raise)."""
+    if on_error == "stop":
+        raise exc
+    result.skipped.append(SkippedImage(name, str(exc)))
+    note(f"skipped {'set ' + result.name if whole_set else result.name + '/' + name}: {exc}")
 
 
 # -- preparing one image ---------------------------------------------------------------------------------
@@ -254,39 +378,17 @@ class Evaluator:
         gt = reconcile_pair(lq, gt, self.scale, item.lq_path, item.gt_path)
         return lq, gt, notes
 
-    def _measure(self, item: _Item) -> ImageResult:
-        lq, gt, notes = self._load(item)
-        with torch.no_grad():
-            out = self.restore(lq[None].to(self.device))
-        if tuple(out.shape) != (1, *gt.shape):
-            raise SpnirError(
-                f"{item.lq_path or item.gt_path}: output is {tuple(out.shape)}, expected {(1, *gt.shape)} "
-                f"to match the GT (N, C, H, W)"
-            )
-        values = self.metrics.measure(out, gt[None].to(out.device))
-        return ImageResult(item.name, {m: float(v[0]) for m, v in values.items()}, notes)
-
-    def _failed(self, result: SetResult, name: str, exc: SpnirError, whole_set: bool = False) -> None:
-        if self.on_error == "stop":
-            raise exc
-        result.skipped.append(SkippedImage(name, str(exc)))
-        note(f"skipped {'set ' + result.name if whole_set else result.name + '/' + name}: {exc}")
-
     def run_set(self, bset: BenchmarkSet) -> SetResult:
         """Evaluate every image of ``bset``; a set that cannot be opened at all counts as one skip."""
-        result = SetResult(bset.name, metrics=tuple(self.metrics.names))
         try:
             items = _items(bset, self.scale)
         except SpnirError as exc:
-            self._failed(result, str(bset.lq_dir or bset.gt_dir), exc, whole_set=True)
+            result = SetResult(bset.name, metrics=tuple(self.metrics.names))
+            skip(result, str(bset.lq_dir or bset.gt_dir), exc, self.on_error, whole_set=True)
             return result
-        for item in progress(items, desc=bset.name, enabled=self.show_progress):
-            try:
-                result.images.append(self._measure(item))
-            except SpnirError as exc:
-                self._failed(result, item.name, exc)
-        return result
-
+        samples = [Sample(i.name, lambda i=i: self._load(i), str(i.lq_path or i.gt_path)) for i in items]
+        return evaluate_images(self.restore, samples, self.metrics, bset.name, self.device, self.on_error,
+                               show_progress=self.show_progress)
 
 
 # -- reporting -------------------------------------------------------------------------------------------

@@ -8,10 +8,13 @@
     spnir eval --model nafnet-width64 --checkpoint NAFNet-GoPro-width64.pth --task deblur --set local=true \
         --pair GoPro/test/blur GoPro/test/sharp
     spnir eval --model dncnn --checkpoint dncnn_25.pth --task denoise --sigma 25 --data Set12   # KAIR's protocol
+    spnir eval --model swinir-real --checkpoint x.pth --scale 4 --data RealPhotos --tile 256   # large images
 
 The model is built as ``spnir restore`` builds it (:func:`spnir.archs.model_files.model_for_inference`).
 A 1-channel model (DnCNN) is fed grayscale images (:func:`spnir.imageio.to_gray`). ``--task denoise --sigma S``
-makes the noisy input from clean images (``--noise-protocol``, see :mod:`spnir.evaluation`).
+makes the noisy input from clean images (``--noise-protocol``, see :mod:`spnir.evaluation`). ``--tile N`` restores
+in tiles as ``spnir restore`` and training validation do (equal to whole images when a tile covers the image).
+The defaults of ``--channel`` and ``--crop-border`` are the task's (:data:`spnir.evaluation.TASK_CONVENTIONS`).
 """
 from __future__ import annotations
 
@@ -22,17 +25,34 @@ from pathlib import Path
 
 import torch
 
-from spnir.commands import (
-    add_runtime_arguments, existing_file, existing_folder, non_negative_int, output_file, positive_int,
-    runtime_device, vgg_weights_source,
-)
 from spnir.atomic import atomic_path
+from spnir.commands import (
+    add_runtime_arguments,
+    existing_file,
+    existing_folder,
+    non_negative_int,
+    output_file,
+    positive_int,
+    runtime_device,
+    vgg_weights_source,
+)
 from spnir.errors import SpnirError
-from spnir.evaluation import (NOISE_PROTOCOLS, TASKS, BenchmarkSet, Evaluator, RestoreFn, find_set, format_table,
-                              results_json)
+from spnir.evaluation import (
+    NOISE_PROTOCOLS,
+    TASK_CONVENTIONS,
+    TASKS,
+    BenchmarkSet,
+    Evaluator,
+    Inference,
+    RestoreFn,
+    find_set,
+    format_table,
+    model_restore,
+    results_json,
+)
 from spnir.imresize import imresize
 from spnir.metric_suite import PERCEPTUAL, MetricSuite, check_metric_names
-from spnir.metrics import CONVENTIONS, MetricSettings
+from spnir.metrics import CONVENTIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vgg-weights", default="imagenet", metavar="imagenet|FILE|random", type=vgg_weights_source,
                         help="VGG16 of lpips/dists: imagenet (the cached torchvision file, default), a torchvision "
                              "file, or random (seeded; for tests only, not the metrics' values)")
+    parser.add_argument("--tile", type=positive_int, metavar="N",
+                        help="restore in N x N LQ-pixel tiles (large images; default: whole images)")
+    parser.add_argument("--tile-overlap", type=non_negative_int, default=32, metavar="PX",
+                        help="overlap of neighbouring tiles in LQ pixels, blended (with --tile; default: 32)")
     parser.add_argument("--json", metavar="OUT", type=output_file, help="also write the numbers to this JSON file")
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help="a bad image is skipped and reported (default) or stops the run")
@@ -136,7 +160,11 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:
-    from spnir.archs.model_files import input_channels, model_for_inference, parse_overrides
+    from spnir.archs.model_files import (
+        input_channels,
+        model_for_inference,
+        parse_overrides,
+    )
     from spnir.restore import MemoryCheck
 
     if not args.checkpoint:
@@ -145,11 +173,12 @@ def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -
                                    cli=True)
     model.eval().to(device)
     channels = input_channels(model)
-    fits = MemoryCheck(model, scale, device, channels, tile_option="")
+    fits = MemoryCheck(model, scale, device, channels, tile=args.tile)
+    restore_tiles = model_restore(model, Inference(scale, args.tile, args.tile_overlap), device)
 
     def restore(lq: torch.Tensor) -> torch.Tensor:
         fits(*lq.shape[-2:])
-        return model(lq).clamp(0, 1)
+        return restore_tiles(lq)
 
     return restore, model.spnir_preset["name"], channels
 
@@ -161,6 +190,8 @@ def _restore(args: argparse.Namespace, scale: int, device: torch.device) -> tupl
             raise SpnirError("--model bicubic takes no --checkpoint and no --set")
         if args.task != "sr":
             raise SpnirError(f"--model bicubic is the SR baseline; --task {args.task} needs a trained --model")
+        if args.tile is not None:
+            raise SpnirError("--tile restores a network in tiles; --model bicubic resizes whole images")
         return (lambda lq: imresize(lq, scale)), "Bicubic", 3
     return _model_restore(args, scale, device)
 
@@ -199,13 +230,14 @@ def _pair_name(lq: Path, gt: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     _recorded(args)
     scale = _scale(args)
+    if args.tile is not None and args.tile_overlap >= args.tile:
+        raise SpnirError(f"--tile-overlap {args.tile_overlap} must be smaller than --tile {args.tile}")
     noise_protocol, noise_seed = args.noise_protocol or "float", args.noise_seed or 0
     sets = _sets(args, scale)
     device = runtime_device(args)
     restore, method, channels = _restore(args, scale, device)
-    channel = args.channel or ("y" if args.task in ("sr", "derain") else "rgb")
-    crop = args.crop_border if args.crop_border is not None else (scale if args.task == "sr" else 0)
-    settings = MetricSettings(crop_border=crop, y_channel=channel == "y", convention=args.convention)
+    settings = TASK_CONVENTIONS[args.task].settings(scale, args.convention, None if args.channel is None else
+                                                     args.channel == "y", args.crop_border)
     if PERCEPTUAL.keys() & set(args.metrics):
         from spnir.vgg_weights import resolve_feature_space
 
@@ -213,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
                               ask_random="--vgg-weights random (for tests only: not the metrics' values)")
     metrics = MetricSuite.build(args.metrics, settings, args.vgg_weights, device)
     # The published bicubic rows come from MATLAB's script that resizes Y alone, in float (see evaluation doc).
-    classic = method == "Bicubic" and args.convention == "matlab" and channel == "y"
+    classic = method == "Bicubic" and args.convention == "matlab" and settings.y_channel
     evaluator = Evaluator(restore, settings, scale=scale, lr_protocol="classic" if classic else "rgb8",
                           on_error=args.on_error, device=device, metrics=metrics, channels=channels,
                           noise_sigma=args.sigma, noise_protocol=noise_protocol, noise_seed=noise_seed)

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from spnir.atomic import atomic_path, writing
 from spnir.errors import SpnirError
+from spnir.evaluation import Inference, dataset_samples, evaluate_images, model_restore
+from spnir.metric_suite import MetricSuite
 from spnir.metrics import MetricSettings
 from spnir.study.schema import Setting, Study
 
@@ -100,23 +103,21 @@ def final_model(folder: Path, use_ema: bool = True) -> torch.nn.Module:
 @torch.no_grad()
 def evaluate_run(study: Study, config: dict[str, Any], folder: Path, model: torch.nn.Module | None = None
                  ) -> dict[str, Any]:
-    """Per-image PSNR/SSIM of a finished run (or of ``model``) on every evaluation set (``metrics.json``)."""
+    """Per-image values of the study's metrics (PSNR/SSIM unless it names others) of a finished run (or of
+    ``model``) on every evaluation set, whole images in float32 (``metrics.json``); a bad image stops it (the
+    runs are compared image by image)."""
     model = final_model(folder, config["val"]["use_ema"]) if model is None else model
     folder.mkdir(parents=True, exist_ok=True)
     val = config["val"]
     settings = MetricSettings(crop_border=val["crop_border"], y_channel=val["y_channel"], convention=val["convention"])
+    suite = MetricSuite.build(study.metrics, settings, val["vgg_weights"])
+    restore = model_restore(model, Inference(scale=config["model"]["scale"] or 1))
     sets = {}
     for name, dataset in eval_datasets(study, config):
-        images, psnrs, ssims = [], [], []
-        for i in range(len(dataset)):
-            item = dataset[i]
-            out = model(item["lq"].unsqueeze(0)).float().clamp(0, 1)
-            p, s = settings.measure(out, item["gt"].unsqueeze(0))
-            images.append(Path(str(item.get("gt_path", i))).name)
-            psnrs.append(float(p[0]))
-            ssims.append(float(s[0]))
-        sets[name] = {"images": images, "psnr": psnrs, "ssim": ssims}
-    result = {"metrics": settings.describe(), "sets": sets}
+        measured = evaluate_images(restore, dataset_samples(dataset), suite, name, on_error="stop")
+        sets[name] = {"images": [r.name for r in measured.images],
+                      **{m: [r.values[m] for r in measured.images] for m in suite.names}}
+    result = {"metrics": suite.describe(), "sets": sets}
     with atomic_path(folder / "metrics.json") as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     return result

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spnir.errors import SpnirError
+from spnir.metric_suite import check_metric_names
 from spnir.yamlfile import read_yaml
 
-STUDY_KEYS = ("name", "config", "set", "seeds", "settings", "eval", "compare", "baseline")
+STUDY_KEYS = ("name", "config", "set", "seeds", "settings", "eval", "metrics", "compare", "baseline")
+DEFAULT_METRICS = ("psnr", "ssim")  # what metrics.json holds per image when the study file names none
 RUN_LAYOUT = "runs/{setting}/seed{seed}"  # a run's folder under the study's output folder
 
 
@@ -42,6 +44,7 @@ class Study:
     baselines: list[str]
     source: str = "study"
     layout: str = RUN_LAYOUT            # a run's folder under OUT, from {setting} and {seed}
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))  # measured per image, in order
 
     @property
     def baseline(self) -> str:
@@ -92,15 +95,31 @@ def load_study(path: str | Path) -> Study:
     for baseline in baselines:
         if baseline not in names:
             raise SpnirError(f"{path}: baseline {baseline!r} is not one of the settings {names}")
+    metrics = check_metric_names(raw.get("metrics", DEFAULT_METRICS), f"{path}: metrics")
     study = Study(name=str(raw.get("name", path.stem)), config=config, common=[str(s) for s in raw.get("set") or []],
                   seeds=seeds, settings=settings, eval_sets=raw.get("eval"), compare=dict(raw.get("compare") or {}),
-                  baselines=baselines, source=str(path))
+                  baselines=baselines, source=str(path), metrics=metrics)
+    vgg_weights = set()
     for setting in settings:  # fail before any training
         try:
-            study.run_config(setting, seeds[0])
+            vgg_weights.add(study.run_config(setting, seeds[0])["val"]["vgg_weights"])
         except SpnirError as exc:
             raise SpnirError(f"{path}: setting {setting.name!r}: {exc}") from exc
+    _check_perceptual(path, metrics, vgg_weights)
     return study
+
+
+def _check_perceptual(path: Path, metrics: list[str], vgg_weights: set[str]) -> None:
+    """LPIPS/DISTS can be built on each run's ``val.vgg_weights`` with their learned files, before training."""
+    from spnir.perceptual import PERCEPTUAL
+
+    for name in (m for m in metrics if m in PERCEPTUAL):
+        for weights in sorted(vgg_weights):
+            try:
+                PERCEPTUAL[name](weights)
+            except SpnirError as exc:
+                raise SpnirError(f"{path}: metrics names {name} (measured on the runs' val.vgg_weights = "
+                                 f"{weights!r}): {exc}") from exc
 
 
 SETTING_KEYS = ("name", "set", "evaluate_only", "equal_compute")

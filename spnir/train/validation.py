@@ -1,34 +1,23 @@
-"""Validation during training: PSNR/SSIM (and LPIPS/DISTS, ``val.metrics``) per set with :mod:`spnir.metric_suite` (the routine ``spnir eval`` uses),
-and the best value of each with the iteration it came from (kept in checkpoints, so resume keeps it).
+"""Validation during training: PSNR/SSIM (and LPIPS/DISTS, ``val.metrics``) per set, measured by
+:func:`spnir.evaluation.evaluate_images` (the routine of ``spnir eval``), and the best value of each with the
+iteration it came from (kept in checkpoints, so resume keeps it).
 
-Inference is :func:`spnir.restore.restore_image`, the routine of ``spnir restore``: whole images, or tiles
-(``val.tile``, ``val.tile_overlap``; equal to whole-image inference when a tile covers the image), optionally
-under bfloat16/float16 autocast (``val.amp``)."""
+Inference is :func:`spnir.evaluation.model_restore` (:func:`spnir.restore.restore_image`, the routine of
+``spnir restore``): whole images, or tiles (``val.tile``, ``val.tile_overlap``; equal to whole-image inference
+when a tile covers the image), optionally under bfloat16/float16 autocast (``val.amp``)."""
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from spnir.device import autocast_dtype
+from spnir.evaluation import Inference, dataset_samples, evaluate_images, model_restore
 from spnir.metric_suite import MetricSuite, is_better
 from spnir.metrics import MetricSettings
-from spnir.restore import restore_image
-
-@dataclass(frozen=True)
-class Inference:
-    """How validation restores an image: ``scale``, tiling (``tile=None``: whole), autocast (``none``/``bfloat16``/
-    ``float16``), and how many restored images of each set to keep for looking at (``save_images``)."""
-
-    scale: int = 1
-    tile: int | None = None
-    tile_overlap: int = 32
-    amp: str = "none"
-    save_images: int = 0
 
 
 @dataclass
@@ -64,21 +53,17 @@ class Validator:
     After :meth:`run`, ``images[set]`` holds the first ``inference.save_images`` restored images (CPU, [0, 1])."""
 
     def __init__(self, sets: Sequence[ValidationSet], metrics: Sequence[str], settings: MetricSettings,
-                 device: torch.device, inference: Inference = Inference(), suite: MetricSuite | None = None) -> None:
+                 device: torch.device, inference: Inference | None = None, suite: MetricSuite | None = None
+                 ) -> None:
         self.sets, self.metrics, self.settings, self.device = list(sets), list(metrics), settings, device
         self.suite = suite or MetricSuite(settings, self.metrics)  # LPIPS/DISTS need MetricSuite.build
-        self.inference = inference
+        self.inference = inference or Inference()
         self.best = BestScores()
         self.images: dict[str, list[torch.Tensor]] = {}
 
     def restore(self, model: nn.Module, lq: torch.Tensor) -> torch.Tensor:
         """``model``'s output for one LQ batch on the device, float32 in [0, 1]."""
-        inf = self.inference
-        dtype = autocast_dtype(inf.amp, "val.amp")
-        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with autocast:
-            out = restore_image(model, lq.to(self.device), inf.scale, inf.tile, inf.tile_overlap)
-        return out.float().clamp(0, 1)
+        return model_restore(model, self.inference, self.device, "val.amp")(lq)
 
     @torch.no_grad()
     def run(self, model: nn.Module, iteration: int) -> dict[str, dict[str, float]]:
@@ -87,18 +72,13 @@ class Validator:
         model.eval()
         results = {}
         self.images = {}
+        restore = model_restore(model, self.inference, self.device, "val.amp")
         try:
             for vset in self.sets:
-                values: dict[str, list[float]] = {m: [] for m in self.metrics}
-                kept = self.images[vset.name] = []
-                for i in range(len(vset.dataset)):
-                    item = vset.dataset[i]
-                    out = self.restore(model, item["lq"].unsqueeze(0))
-                    if i < self.inference.save_images:
-                        kept.append(out[0].cpu())
-                    for m, v in self.suite.measure(out, item["gt"].unsqueeze(0).to(self.device)).items():
-                        values[m] += v.tolist()
-                results[vset.name] = {m: sum(v) / len(v) if v else float("nan") for m, v in values.items()}
+                measured = evaluate_images(restore, dataset_samples(vset.dataset), self.suite, vset.name,
+                                           self.device, on_error="stop", keep=self.inference.save_images)
+                self.images[vset.name] = measured.outputs
+                results[vset.name] = {m: measured.mean(m) for m in self.suite.names}
         finally:
             model.train(was_training)
         self.best.update(iteration, results)

@@ -139,6 +139,12 @@ def test_study_metrics_key_adds_lpips_to_metrics_json(tmp_path: Path, monkeypatc
     result = json.loads((tmp_path / "out/runs/untrained/seed0/metrics.json").read_text())
     assert list(result["sets"]["tiny"]) == ["images", "psnr", "ssim", "lpips"]
     assert "LPIPS: lower is better" in result["metrics"]
+    from spnir.study import collect
+    from spnir.study.report import summary_tables
+
+    table = summary_tables(study, collect(study, tmp_path / "out"))[0]
+    assert table[0] == "| setting | seeds | tiny PSNR | tiny SSIM | tiny LPIPS |"
+    assert table[2].endswith(f"| {result['sets']['tiny']['lpips'][0]:.4f} ± 0.0000 |")
 
     from spnir.study.run import eval_datasets, evaluate_run, evaluated_model
 

@@ -12,6 +12,7 @@ import torch
 
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
+from spnir.metric_suite import METRICS
 from spnir.study.run import collect, eval_datasets, evaluated_model, median_step_seconds, setting_config
 from spnir.study.schema import Setting, Study
 from spnir.study.stats import mean_std, paired_t_test
@@ -29,15 +30,18 @@ def summary_tables(study: Study, results: dict[str, dict[int, dict[str, Any]]], 
     baseline = baseline or study.baseline
     sets = sorted({name for runs in results.values() for r in runs.values() for name in r["sets"]},
                   key=lambda n: [s for r in results.values() for x in r.values() for s in x["sets"]].index(n))
-    head = "| setting | seeds | " + " | ".join(f"{s} PSNR | {s} SSIM" for s in sets) + " |"
-    table = [head, "|" + "---|" * (2 + 2 * len(sets))]
+    measured = {m for runs in results.values() for r in runs.values() for values in r["sets"].values() for m in values}
+    metrics = [m for m in METRICS if m in measured]  # psnr, ssim and what a study's metrics key added
+    head = "| setting | seeds | " + " | ".join(f"{s} {m.upper()}" for s in sets for m in metrics) + " |"
+    table = [head, "|" + "---|" * (2 + len(metrics) * len(sets))]
     for setting in study.settings:
         runs = results.get(setting.name, {})
         cells = []
         for s in sets:
-            for metric, fmt in (("psnr", "{:.3f} ± {:.3f}"), ("ssim", "{:.4f} ± {:.4f}")):
+            for metric in metrics:
+                fmt = "{:.3f} ± {:.3f}" if metric == "psnr" else "{:.4f} ± {:.4f}"
                 per_seed = [sum(r["sets"][s][metric]) / len(r["sets"][s][metric])
-                            for r in runs.values() if s in r["sets"]]
+                            for r in runs.values() if metric in r["sets"].get(s, {})]
                 cells.append(fmt.format(*mean_std(per_seed)) if per_seed else "–")
         table.append(f"| {setting.name} | {len(runs)} | " + " | ".join(cells) + " |")
     diff = ["| setting | set | paired seeds | images | ΔPSNR (dB) | t | p (images) | p (seeds) | ΔSSIM "

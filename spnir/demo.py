@@ -16,7 +16,13 @@ from typing import Any
 import torch
 
 from spnir.errors import SpnirError
-from spnir.evaluation import TASK_CONVENTIONS, dataset_samples, evaluate_images
+from spnir.evaluation import (
+    TASK_CONVENTIONS,
+    Inference,
+    dataset_samples,
+    evaluate_images,
+    model_restore,
+)
 from spnir.features import VGGFeatures
 from spnir.metric_suite import MetricSuite
 from spnir.study import Setting, Study, collect, run_study
@@ -187,7 +193,8 @@ class DemoReport:
         from spnir.imresize import imresize
 
         seed = self.study.seeds[0]
-        models = {s.name: evaluated_model(self.study, s, seed, self.out) for s in self.study.settings}
+        models = {s.name: model_restore(evaluated_model(self.study, s, seed, self.out), Inference(SCALE))
+                  for s in self.study.settings}
         rows, lines = [], []
         for index, item in enumerate(self.dataset):
             lq, gt = item["lq"].unsqueeze(0), item["gt"].unsqueeze(0)
@@ -195,8 +202,8 @@ class DemoReport:
             top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
             window = (slice(None), slice(None), slice(top, top + crop), slice(left, left + crop))
             panels = [("LQ (bicubic up)", imresize(lq, SCALE).clamp(0, 1), self.bicubic["psnr"][index])]
-            panels += [(LABELS[name], model(lq).float().clamp(0, 1), self.scores[name]["psnr"][index])
-                       for name, model in models.items()]
+            panels += [(LABELS[name], restore(lq), self.scores[name]["psnr"][index])
+                       for name, restore in models.items()]
             rows.append([*((f"{label}\n{psnr:.2f} dB", image[window]) for label, image, psnr in panels),
                          ("GT", gt[window])])
             lines.append(f"image {index}: " + ", ".join(f"{label} {psnr:.2f} dB" for label, _, psnr in panels))

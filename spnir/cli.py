@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from spnir.errors import SpnirError
 from spnir.optional import missing_package
@@ -23,6 +23,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a checkpoint as ONNX (verified with onnxruntime) or safetensors with metadata"),
     "study": ("study", "train one network under several loss settings and seeds; report with paired tests"),
 }
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, with a refused argument said in one line (the usage block is what ``--help`` is for)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _progress_arguments() -> argparse.ArgumentParser:
@@ -40,7 +47,7 @@ def _progress_arguments() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="spnir", description="SPN (self-prior guided negative loss) for image restoration."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

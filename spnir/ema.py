@@ -16,8 +16,9 @@ from spnir.errors import SpnirError
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module behind DistributedDataParallel / DataParallel / torch.compile wrappers."""
     while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+        compiled = getattr(model, "_orig_mod", None)
+        if isinstance(compiled, nn.Module):
+            model = compiled
         elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             model = model.module
         else:
@@ -125,6 +126,8 @@ class ModelEMA(nn.Module):
     ``update()`` after each optimiser step; ``module`` is the averaged model, always in eval mode.
     """
 
+    _source: nn.Module
+
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
         super().__init__()
         check_decay(decay)
@@ -137,7 +140,7 @@ class ModelEMA(nn.Module):
     def update(self) -> None:
         ema_update_(self.module, self._source, self.decay, self._pairing)
 
-    def train(self, mode: bool = True) -> "ModelEMA":
+    def train(self, mode: bool = True) -> ModelEMA:
         return super().train(False)
 
     def forward(self, *args, **kwargs):

@@ -62,6 +62,8 @@ class PSNRLoss(_WeightedLoss):
     ``to_y`` compares the BT.601 luma of images in [0, 1] scaled to [0, 255], as NAFNet's option does.
     """
 
+    y_coef: torch.Tensor
+
     def __init__(self, loss_weight: float = 1.0, reduction: str = "mean", to_y: bool = False) -> None:
         super().__init__(loss_weight, reduction)
         if reduction != "mean":
@@ -81,6 +83,8 @@ class PSNRLoss(_WeightedLoss):
 class SSIMLoss(_WeightedLoss):
     """``loss_weight * (1 - SSIM)`` as IDT trains (its ``-SSIM`` up to a constant): 11x11 Gaussian window,
     sigma 1.5, zero padding to the input size, per channel, images in [0, 1]; ``reduction`` must be mean."""
+
+    window: torch.Tensor
 
     def __init__(self, loss_weight: float = 1.0, reduction: str = "mean") -> None:
         super().__init__(loss_weight, reduction)
@@ -103,7 +107,8 @@ class SSIMLoss(_WeightedLoss):
         var_t = blur(target * target) - mu_t.square()
         cov = blur(pred * target) - mu_p * mu_t
         c1, c2 = 0.01**2, 0.03**2
-        ssim_map = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p.square() + mu_t.square() + c1) * (var_p + var_t + c2))
+        numerator = (2 * mu_p * mu_t + c1) * (2 * cov + c2)
+        ssim_map = numerator / ((mu_p.square() + mu_t.square() + c1) * (var_p + var_t + c2))
         return self.loss_weight * (1.0 - ssim_map.mean())
 
 
@@ -114,7 +119,10 @@ LOSSES: dict[str, type[nn.Module]] = {
     "PSNRLoss": PSNRLoss,
     "SSIMLoss": SSIMLoss,
 }
-ALIASES = {"l1": "L1Loss", "mse": "MSELoss", "l2": "MSELoss", "charbonnier": "CharbonnierLoss", "psnr": "PSNRLoss", "ssim": "SSIMLoss"}
+ALIASES = {
+    "l1": "L1Loss", "mse": "MSELoss", "l2": "MSELoss", "charbonnier": "CharbonnierLoss", "psnr": "PSNRLoss",
+    "ssim": "SSIMLoss",
+}
 
 
 def build_loss(spec: dict[str, Any] | str) -> nn.Module:

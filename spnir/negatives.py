@@ -16,7 +16,8 @@ the periods with the decays in reverse order; with its equal decays that makes n
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -96,6 +97,8 @@ class NegativeBank(nn.Module):
         adaptive_decay: decay of the adaptive refresh.
     """
 
+    target: nn.Module
+
     def __init__(
         self,
         model: nn.Module,
@@ -134,7 +137,7 @@ class NegativeBank(nn.Module):
     def __len__(self) -> int:
         return len(self.models)
 
-    def train(self, mode: bool = True) -> "NegativeBank":
+    def train(self, mode: bool = True) -> NegativeBank:
         return super().train(False)  # negatives are fixed functions between refreshes
 
     @torch.no_grad()

@@ -48,10 +48,10 @@ class RLN(nn.Module):
         self.bias = nn.Parameter(torch.zeros((1, dim, 1, 1)))
         self.meta1 = nn.Conv2d(1, dim, 1)
         self.meta2 = nn.Conv2d(1, dim, 1)
-        nn.init.trunc_normal_(self.meta1.weight, std=0.02, a=-2.0, b=2.0)
-        nn.init.constant_(self.meta1.bias, 1)
-        nn.init.trunc_normal_(self.meta2.weight, std=0.02, a=-2.0, b=2.0)
-        nn.init.constant_(self.meta2.bias, 0)
+        for meta, bias in ((self.meta1, 1.0), (self.meta2, 0.0)):
+            nn.init.trunc_normal_(meta.weight, std=0.02, a=-2.0, b=2.0)
+            if meta.bias is not None:
+                nn.init.constant_(meta.bias, bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -63,8 +63,9 @@ class RLN(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, network_depth: int, dim: int, hidden_dim: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden_dim, 1), nn.ReLU(True), nn.Conv2d(hidden_dim, dim, 1))
-        for conv in (self.mlp[0], self.mlp[2]):
+        expand, reduce = nn.Conv2d(dim, hidden_dim, 1), nn.Conv2d(hidden_dim, dim, 1)
+        self.mlp = nn.Sequential(expand, nn.ReLU(True), reduce)
+        for conv in (expand, reduce):
             _trunc_normal_xavier_(conv, gain=(8 * network_depth) ** (-1 / 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,6 +89,8 @@ def window_padding_fits(side: int, window_size: int) -> bool:
 
 class WindowAttention(nn.Module):
     """Multi-head attention inside a window; the relative position bias comes from an MLP on log offsets."""
+
+    relative_positions: torch.Tensor
 
     def __init__(self, dim: int, window_size: int, num_heads: int) -> None:
         super().__init__()
@@ -364,7 +367,7 @@ class DehazeFormer(nn.Module):
         x = pad_to_multiple(x, self.patch_size, mode="reflect")
         if not all(window_padding_fits(side // self.patch_size, self.window_size) for side in x.shape[2:]):
             x = pad_to_multiple(x, self.patch_size * self.window_size, mode="reflect")
-        k, b = torch.split(self.forward_features(x), (1, 3), dim=1)
+        k, b = torch.split(self.forward_features(x), [1, 3], dim=1)
         x = crop_to(k * x - b + x, h, w)
         return x * 0.5 + 0.5 if self.signed_range else x
 

@@ -30,6 +30,8 @@ class ResidualBlockNoBN(nn.Module):
 class EDSR(nn.Module):
     """Enhanced Deep Residual Network for single-image super-resolution."""
 
+    mean: torch.Tensor
+
     def __init__(
         self,
         scale: int,

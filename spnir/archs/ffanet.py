@@ -86,6 +86,9 @@ class FFANet(nn.Module):
     Submodules are named ``pre``, ``g1`` .. ``gN``, ``ca``, ``palayer``, ``post`` as in the official code.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, groups: int = 3, blocks: int = 19, dim: int = 64, input_norm: bool = True) -> None:
         super().__init__()
         self.groups = groups

@@ -78,6 +78,8 @@ class WindowAttention(nn.Module):
     """Multi-head self-attention over a square ``window`` of tokens with a clamped relative position bias,
     plus a convolutional positional branch on the second V laid out as an image."""
 
+    relative_position_index: torch.Tensor
+
     def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool = True, k_bound: int = 8) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -299,13 +301,13 @@ class IDT(nn.Module):
         y = self.input_proj(x)
         skips = []
         for index in range(4):
-            y = getattr(self, f"encoderlayer_{index}")(y)
+            y = self.get_submodule(f"encoderlayer_{index}")(y)
             skips.append(y)
-            y = getattr(self, f"dowsample_{index}")(y)
-        y = self.bottle(y)
+            y = self.get_submodule(f"dowsample_{index}")(y)
+        y = self.get_submodule("bottle")(y)
         for index in range(4):
-            y = torch.cat([getattr(self, f"upsample_{index}")(y), skips[3 - index]], dim=-1)
-            y = getattr(self, f"decoderlayer_{index}")(y)
+            y = torch.cat([self.get_submodule(f"upsample_{index}")(y), skips[3 - index]], dim=-1)
+            y = self.get_submodule(f"decoderlayer_{index}")(y)
         return x + self.output_proj(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ class IMDBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kept, rest = [], x
         for conv in (self.c1, self.c2, self.c3):
-            d, rest = torch.split(nn.functional.leaky_relu(conv(rest), NEG_SLOPE), (self.distilled, self.remaining), 1)
+            d, rest = torch.split(nn.functional.leaky_relu(conv(rest), NEG_SLOPE), [self.distilled, self.remaining], 1)
             kept.append(d)
         kept.append(self.c4(rest))
         return self.c5(self.cca(torch.cat(kept, dim=1))) + x

@@ -36,19 +36,27 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from spnir.archs.registry import (
-    StateDict, check_overrides, check_scale, checkpoint_filter, create_model, get_preset, list_models,
+    StateDict,
+    check_overrides,
+    check_scale,
+    checkpoint_filter,
+    create_model,
+    get_preset,
+    list_models,
 )
 from spnir.atomic import atomic_path, save_torch_atomic
 from spnir.checksum import KEY as CHECKSUM_KEY
-from spnir.checksum import content_checksum, verify as verify_checksum, with_checksum
+from spnir.checksum import content_checksum, with_checksum
+from spnir.checksum import verify as verify_checksum
 from spnir.errors import SpnirError
 
 FORMAT = "spnir-model"
@@ -408,7 +416,9 @@ def model_for_inference(
         options = {**recorded.get("overrides", {}), **options}
         trained = recorded.get("scale")
         if scale not in (None, trained) and not (trained is None and scale == 1):
-            raise SpnirError(f"{checkpoint}: preset {name!r} was trained for scale {trained or 1}; got {scale_setting} {scale}")
+            raise SpnirError(
+                f"{checkpoint}: preset {name!r} was trained for scale {trained or 1}; got {scale_setting} {scale}"
+            )
         scale = trained if scale is None else scale
     if get_preset(name).scales is None and scale == 1:
         scale = None
@@ -416,7 +426,7 @@ def model_for_inference(
     check_scale(name, scale, scale_setting)
     model = create_model(name, scale, **options)
     load_state_into(model, content, key=key, source=str(checkpoint))
-    return model, model.spnir_preset["scale"] or 1
+    return model, scale or 1
 
 
 def model_from_checkpoint(path: str | os.PathLike, key: str | None = None, **overrides: Any) -> nn.Module:

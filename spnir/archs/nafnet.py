@@ -9,7 +9,7 @@ Image restoration (no upscaling): takes and returns ``[0, 1]`` RGB, output = inp
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -141,11 +141,12 @@ class NAFNet(nn.Module):
         padded = -(-train_size // self.padder_size) * self.padder_size
         base = int(train_size * 1.5)
 
-        def swap(stage: nn.Sequential, level: int) -> None:
+        def swap(stage: nn.Module, level: int) -> None:
             side = padded >> level
             kernel = side * base // train_size
-            for block in stage:
-                block.sca[0] = LocalAvgPool2d((kernel, kernel))
+            for block in stage.children():
+                if isinstance(block, NAFBlock):
+                    block.sca[0] = LocalAvgPool2d((kernel, kernel))
 
         depth = len(self.encoders)
         for level, stage in enumerate(self.encoders):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -125,7 +126,8 @@ def create_model(name: str, scale: int | None = None, **overrides: Any) -> nn.Mo
         if not overrides or isinstance(exc, SpnirError):
             raise
         raise SpnirError(f"preset {name!r} cannot be built with {overrides}: {exc}") from exc
-    model.spnir_preset = {"name": name, "scale": scale, "overrides": dict(overrides)}
+    # nn.Module.__setattr__'s stub admits tensors and modules only; at run time a plain attribute takes any value.
+    model.spnir_preset = {"name": name, "scale": scale, "overrides": dict(overrides)}  # type: ignore[assignment]
     return model
 
 

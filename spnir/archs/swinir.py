@@ -11,7 +11,7 @@ internally ``(x - rgb_mean) * img_range`` with ``img_range`` 1, as the official 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +81,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Ten
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with a learned relative-position bias."""
 
+    relative_position_index: torch.Tensor
+
     def __init__(self, dim: int, window: int, num_heads: int) -> None:
         super().__init__()
         self.window = window
@@ -116,6 +118,8 @@ class Mlp(nn.Module):
 
 class SwinTransformerBlock(nn.Module):
     """(Shifted-)window attention and MLP, each with a pre-LayerNorm and a residual connection."""
+
+    attn_mask: torch.Tensor | None
 
     def __init__(
         self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float, drop_path: float,
@@ -186,6 +190,8 @@ class PatchNorm(nn.Module):
 class SwinIR(nn.Module):
     """SwinIR for SR: shallow conv, residual Swin transformer groups, sub-pixel reconstruction."""
 
+    mean: torch.Tensor
+
     def __init__(
         self,
         scale: int,
@@ -223,7 +229,7 @@ class SwinIR(nn.Module):
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
         if upsampler == "pixelshuffle":
             self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(0.01))
-            self.upsample = PixelShuffleUpsample(scale, num_feat)
+            self.upsample: nn.Module = PixelShuffleUpsample(scale, num_feat)
             self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
         else:
             self.upsample = OneStepUpsample(scale, embed_dim, 3)

@@ -16,9 +16,18 @@ import tempfile
 import time
 
 import torch
+from spn_step import (
+    CONFIGS,
+    LAYER_WEIGHTS,
+    PERIODS,
+    SpnirStep,
+    TrainerStep,
+    batch,
+    build,
+    perturbed_copies,
+    set_allocator,
+)
 
-from spn_step import (CONFIGS, LAYER_WEIGHTS, PERIODS, SpnirStep, TrainerStep, batch, build, perturbed_copies,
-                      set_allocator)
 from spnir import VGGFeatures
 
 

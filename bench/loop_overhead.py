@@ -25,15 +25,15 @@ import tempfile
 import time
 
 import torch
-
 from spn_step import CONFIGS, Config, PlainStep, SpnirStep, batch, build, perturbed_copies, set_allocator, synchronize
+
 from spnir import VGGFeatures
 from spnir.ema import ModelEMA
 from spnir.losses import L1Loss
-from spnir.train.training_state import CheckpointDir
 from spnir.train.distributed import DistContext
 from spnir.train.run_log import RunLogger
 from spnir.train.trainer import Schedule, Trainer, TrainParts
+from spnir.train.training_state import CheckpointDir
 
 LAYER_WEIGHTS = {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5}
 PERIODS = (100, 200, 500, 1000)

@@ -17,8 +17,8 @@ import sys
 import time
 
 import torch
-
 from spn_step import set_allocator
+
 from spnir.archs import create_model, get_preset, list_models
 from spnir.restore import restore_image
 

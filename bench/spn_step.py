@@ -29,17 +29,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from reference_spn import BasicSRStyleVGG, ReferenceSPNStep, loop_ema
+
 from spnir import SPN, VGGFeatures
 from spnir.allocator import keep_freed_memory
 from spnir.archs import create_model
 from spnir.ema import ModelEMA
 from spnir.losses import L1Loss
-from spnir.train.training_state import CheckpointDir
 from spnir.train.distributed import DistContext
 from spnir.train.run_log import RunLogger
 from spnir.train.trainer import Schedule, Trainer, TrainParts
+from spnir.train.training_state import CheckpointDir
 
 LAYER_WEIGHTS = {"relu1_2": 0.2, "relu2_2": 0.3, "relu3_3": 0.5}
 PERIODS = (100, 200, 500, 1000)

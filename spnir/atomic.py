@@ -16,8 +16,9 @@ import os
 import re
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from spnir.errors import SpnirError
 

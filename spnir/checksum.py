@@ -7,7 +7,8 @@ Files from elsewhere (official releases) have no checksum and are read as they a
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from spnir.errors import SpnirError
 from spnir.optional import missing_package

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -105,7 +105,7 @@ class VGGFeatures(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGGFeatures":
+    def train(self, mode: bool = True) -> VGGFeatures:
         # A fixed feature space: never in training mode (VGG has no dropout here, but stay explicit).
         return super().train(False)
 

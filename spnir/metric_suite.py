@@ -9,7 +9,7 @@ PSNR/SSIM are measured on the Y channel.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
@@ -52,7 +52,7 @@ class MetricSuite:
 
     @classmethod
     def build(cls, names: Sequence[str], settings: MetricSettings, vgg_weights: str | os.PathLike = "imagenet",
-              device: torch.device | str = "cpu") -> "MetricSuite":
+              device: torch.device | str = "cpu") -> MetricSuite:
         """The suite for ``names``; LPIPS/DISTS run on VGG16 ``vgg_weights`` and their cached learned files."""
         names = check_metric_names(names)
         networks = {n: PERCEPTUAL[n](vgg_weights).to(device) for n in names if n in PERCEPTUAL}

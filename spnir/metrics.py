@@ -19,8 +19,9 @@ filtering, averaged over the map and, for RGB, over the three channels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Literal, Union
+from typing import Literal, Union
 
 import numpy as np
 import torch

@@ -22,7 +22,8 @@ Sources:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ class FrozenNegatives(nn.Module):
             model._apply(fn, recurse)
         return self
 
-    def train(self, mode: bool = True) -> "FrozenNegatives":
+    def train(self, mode: bool = True) -> FrozenNegatives:
         return super().train(False)
 
     @torch.no_grad()

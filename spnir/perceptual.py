@@ -55,7 +55,7 @@ class PerceptualMetric(nn.Module):
         self.sources.append(f"{kind} learned weights: {describe_file(kind, path)}")
         return path, load_learned_state(kind, path)
 
-    def train(self, mode: bool = True) -> "PerceptualMetric":
+    def train(self, mode: bool = True) -> PerceptualMetric:
         return super().train(False)
 
     def _check(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

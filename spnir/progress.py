@@ -14,8 +14,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 from tqdm import tqdm
 

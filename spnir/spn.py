@@ -25,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import os
 import weakref
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +34,9 @@ from torch import nn
 
 from spnir.device import AUTOCAST_DTYPES, autocast_dtype
 from spnir.errors import SpnirError
-from spnir.ranks import mean_over_ranks
 from spnir.features import VGGFeatures
 from spnir.negatives import FreshModel, NegativeBank
+from spnir.ranks import mean_over_ranks
 
 FeatureFn = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
@@ -317,7 +318,7 @@ class NegativeLoss(nn.Module):
         inputs = getattr(self.source, "step_inputs", None)
         return inputs() if callable(inputs) else {}
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> "NegativeLoss":
+    def attach(self, optimizer: torch.optim.Optimizer) -> NegativeLoss:
         """Let ``optimizer`` drive this loss; returns ``self``. A loop then needs only the loss line.
 
         - After each ``optimizer.step()`` that updates the weights, :meth:`step` runs (with the adaptive
@@ -353,7 +354,7 @@ class NegativeLoss(nn.Module):
         _DRIVING.add(optimizer)
         return self
 
-    def detach(self) -> "NegativeLoss":
+    def detach(self) -> NegativeLoss:
         """Undo :meth:`attach`: the optimizer no longer steps, saves nor loads this loss; returns ``self``."""
         for handle in self._optimizer_hooks:
             handle.remove()

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from spnir.archs import create_model, get_preset
-from spnir.archs.model_files import load_checkpoint, model_from_checkpoint, save_model_checkpoint
 from spnir.archs.dehazeformer import window_padding_fits
 from spnir.archs.ffanet import FFA_MEAN, FFA_STD
 from spnir.archs.idt import inverse_distance_weights, patch_starts
+from spnir.archs.model_files import load_checkpoint, model_from_checkpoint, save_model_checkpoint
 from spnir.errors import SpnirError
 
 OFFICIAL_PARAMS = {

@@ -2,7 +2,7 @@
 tensors replaced), in either order; a model moved without them is a clear error."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch

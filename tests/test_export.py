@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from spnir.archs import create_model, list_models
-from spnir.archs.model_files import model_for_inference, save_model_checkpoint
 from spnir.archs.idt import patch_indices, patch_starts
+from spnir.archs.model_files import model_for_inference, save_model_checkpoint
 from spnir.archs.registry import get_preset
 from spnir.cli import main
 from spnir.errors import SpnirError

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from train_support import tiny_config
 
 from spnir.archs import create_model
 from spnir.negatives import NegativeBank, fresh_instance, reinitialized_copy
 from spnir.train.build import build_negative_loss, fresh_models
 from spnir.train.config import load_config
-from train_support import tiny_config
 
 # (preset, scale, tiny overrides): one per family
 FAMILIES = [

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_numpy as ref
 import torch
 
-import reference_numpy as ref
 from spnir.errors import SpnirError
 from spnir.imresize import imresize, output_length
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from train_support import tiny_config
 
 from spnir.archs import create_model
 from spnir.archs.arguments import ArgumentError, check_arguments, describe_type
@@ -12,7 +13,6 @@ from spnir.archs.registry import check_overrides
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.train.config import load_config
-from train_support import tiny_config
 
 
 # -- model overrides ---------------------------------------------------------------------------------------
@@ -278,8 +278,8 @@ def test_a_bad_training_image_stops_before_the_first_step(data, tmp_path, monkey
 
     bad = data / "train" / "img01.png"
     if content == "16bit":
-        from PIL import Image
         import numpy as np
+        from PIL import Image
 
         Image.fromarray(np.zeros((32, 32), dtype=np.uint16)).save(bad)
     else:
@@ -319,9 +319,9 @@ def test_one_line_errors_from_loader_workers(data, tmp_path):
 
 
 def test_validation_images_follow_evals_rule(data, tmp_path):
-    from spnir.train import run_training
-
     from train_support import write_images
+
+    from spnir.train import run_training
 
     write_images(data / "val", 2, size=24, seed=2)
     bad = data / "val" / "img01.png"
@@ -344,8 +344,9 @@ def test_a_validation_set_with_no_good_image_stops_the_run(data, tmp_path):
 
 
 def test_paired_folders_skip_or_stop_on_a_bad_pair(tmp_path):
-    from spnir.data import PairedFolder
     from train_support import write_images
+
+    from spnir.data import PairedFolder
 
     write_images(tmp_path / "lq", 3, size=8)
     write_images(tmp_path / "gt", 3, size=16)
@@ -358,8 +359,8 @@ def test_paired_folders_skip_or_stop_on_a_bad_pair(tmp_path):
 
 
 def test_missing_frozen_negative_files_are_named_before_the_data_is_read(tmp_path, monkeypatch):
-    from spnir.train import run_training
     import spnir.train.build as build
+    from spnir.train import run_training
 
     monkeypatch.setattr(build, "build_train_data", lambda config: pytest.fail("data read before the check"))
     config = tiny_config()

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from train_support import tiny_config
 
 import spnir.atomic
 from spnir.atomic import atomic_path, save_torch_atomic
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.train import run_training
-from spnir.train.training_state import load_state
 from spnir.train.run_log import RunLogger
-from train_support import tiny_config
+from spnir.train.training_state import load_state
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to fill a disk honestly")
 

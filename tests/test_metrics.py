@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
+import reference_numpy as ref
 import torch
 
-import reference_numpy as ref
 from spnir.errors import SpnirError
 from spnir.metrics import MetricSettings, evaluate_pairs, psnr, rgb_to_y, ssim
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from perceptual_support import seeded_image_pair, synthetic_dists_state, synthetic_lpips_state
 from PIL import Image
 
-from perceptual_support import seeded_image_pair, synthetic_dists_state, synthetic_lpips_state
 from spnir import perceptual_weights
 from spnir.cli import main
 from spnir.errors import SpnirError

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from train_support import tiny_config
 
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.progress import Progress, configure, current_settings, shows_bar
-from train_support import tiny_config
 
 
 class FakeClock:

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from train_support import tiny_config
 
 from spnir.archs import create_model, save_model_checkpoint
 from spnir.atomic import remove_stale_temporaries, save_torch_atomic
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.train import run_training
-from spnir.train.training_state import CheckpointDir, load_state
 from spnir.train.lock import LOCK, hold_run_folder
 from spnir.train.optim import keep_kernels
 from spnir.train.record import check_resume_settings, read_history
-from train_support import tiny_config
+from spnir.train.training_state import CheckpointDir, load_state
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from train_support import tiny_config
 
 from spnir.archs import create_model, load_checkpoint, save_model_checkpoint
 from spnir.errors import SpnirError
 from spnir.train import run_training
-from spnir.train.training_state import CheckpointDir, load_state
 from spnir.train.record import read_history, resume_command
-from train_support import tiny_config
+from spnir.train.training_state import CheckpointDir, load_state
 
 REPO = Path(__file__).resolve().parents[1]
 

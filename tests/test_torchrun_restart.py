@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import yaml
-
 from train_support import make_data, tiny_config
 
 TESTS = Path(__file__).resolve().parent

@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
+from train_support import tiny_config
 
 from spnir.errors import SpnirError
 from spnir.train.config import apply_override, expand_path, load_config
 from spnir.train.optim import build_optimizer, build_scheduler
-from train_support import tiny_config
 
 
 def test_defaults_are_filled_in():

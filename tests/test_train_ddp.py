@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from train_support import ddp_worker, make_data, tiny_config
 
 from spnir.train import run_training
-from train_support import ddp_worker, make_data, tiny_config
 
 
 def _free_port() -> int:

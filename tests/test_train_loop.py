@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from train_support import tiny_config
 
 from spnir.archs.model_files import model_from_checkpoint
 from spnir.cli import main
-from spnir.errors import SpnirError
 from spnir.train import run_training
 from spnir.train.run_log import read_scalars
-from train_support import tiny_config
 
 
 def test_logs_validation_and_final_weights(data, tmp_path):

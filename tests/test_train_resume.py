@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from train_support import tiny_config
 
 from spnir.errors import SpnirError
 from spnir.train import run_training
-from spnir.train.training_state import CheckpointDir, load_state
 from spnir.train.trainer import TrainingDiverged
-from train_support import tiny_config
+from spnir.train.training_state import CheckpointDir, load_state
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_support import tiny_config
 
 import spnir
 from spnir.train import run_training
 from spnir.train.build import build_parts
-from spnir.train.training_state import CheckpointDir
 from spnir.train.config import load_config
 from spnir.train.distributed import DistContext
 from spnir.train.run_log import RunLogger
 from spnir.train.trainer import Schedule, Trainer
-from train_support import tiny_config
+from spnir.train.training_state import CheckpointDir
 
 SPNIR = str(Path(spnir.__file__).parent)
 HOST_DATA = str(Path(spnir.__file__).parent / "data")  # the data pipeline runs on the host (loader workers)

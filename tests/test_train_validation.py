@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from train_support import tiny_config
 
 from spnir.imageio import load_image
 from spnir.train import run_training
@@ -11,7 +12,6 @@ from spnir.train.build import build_parts
 from spnir.train.config import load_config
 from spnir.train.distributed import DistContext
 from spnir.train.validation import Inference, Validator
-from train_support import tiny_config
 
 
 def _validator(config: dict, inference: Inference) -> tuple[Validator, torch.nn.Module]:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_basicsr_mapping import OFFICIAL_SPN_FFANET
+from train_support import tiny_config
 
 from spnir.errors import SpnirError
 from spnir.train.config import load_config, validate
-from spnir.train.run_log import read_scalars
 from spnir.train.run import run_training
-from test_basicsr_mapping import OFFICIAL_SPN_FFANET
-from train_support import tiny_config
+from spnir.train.run_log import read_scalars
 
 WANDB = {"project": "spnir-test", "name": "tiny-run"}
 

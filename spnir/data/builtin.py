@@ -22,7 +22,7 @@ occlusion fill. By default depth is divided by its maximum (farthest = 1), the r
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ def names(split: str = "all") -> tuple[str, ...]:
     return SPLITS[split]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _image(name: str) -> torch.Tensor:
     array = np.asarray(_skimage_array(name))
     if array.dtype != np.uint8:
@@ -107,7 +107,7 @@ def _fill_invalid_rows(disp: np.ndarray) -> np.ndarray:
     return filled
 
 
-@lru_cache(maxsize=None)
+@cache
 def _depth(name: str) -> torch.Tensor:
     skdata = require("skimage.data", "spnir's built-in photographs")
 

@@ -10,8 +10,8 @@ the per-sample generators of :mod:`spnir.data.sampling`, so a patch is a pure fu
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset
@@ -51,7 +51,7 @@ class CleanImages(Dataset):
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, recursive: bool = False, verify: bool = False,
-                    on_error: OnError = "stop") -> "CleanImages":
+                    on_error: OnError = "stop") -> CleanImages:
         """Every image file in ``folder`` (read on demand with :mod:`spnir.imageio`), each checked now from its
         header (readable, 8-bit) or, with ``verify=True``, decoded once. A file that fails stops construction
         (``on_error="stop"``) or is left out and listed in :attr:`skipped` (``"skip"``)."""
@@ -73,7 +73,7 @@ class CleanImages(Dataset):
         return images
 
     @classmethod
-    def builtin(cls, split: str = "train") -> "CleanImages":
+    def builtin(cls, split: str = "train") -> CleanImages:
         """The scikit-image photographs of :mod:`spnir.data.builtin`, with real depth where known."""
         from spnir.data import builtin
 

@@ -34,9 +34,10 @@ import csv
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from torch.utils.data import Dataset
 

@@ -32,7 +32,8 @@ import logging
 import os
 import sys
 import types
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -8,7 +8,8 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,8 +34,8 @@ from spnir.train.config import Config, expand_path, import_factory
 from spnir.train.distributed import DistContext, ShardedBatchSampler
 from spnir.train.optim import build_optimizer, build_scheduler
 from spnir.train.trainer import TrainParts
-from spnir.vgg_weights import resolve_feature_space
 from spnir.train.validation import Inference, ValidationSet, Validator
+from spnir.vgg_weights import resolve_feature_space
 
 
 def seed_everything(seed: int) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist

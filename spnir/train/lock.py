@@ -13,8 +13,8 @@ import datetime
 import errno
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from spnir.atomic import writing
 from spnir.errors import SpnirError

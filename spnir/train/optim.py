@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR

@@ -13,8 +13,9 @@ import datetime
 import os
 import shlex
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 

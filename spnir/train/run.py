@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from torch import nn
 
 from spnir.allocator import use_cpu_allocator
-from spnir.atomic import atomic_path, remove_stale_temporaries
 from spnir.archs.model_files import save_model_checkpoint
+from spnir.atomic import atomic_path, remove_stale_temporaries
 from spnir.errors import SpnirError
 from spnir.spn import SPN
 from spnir.train.build import build_parts, describe
-from spnir.train.training_state import CheckpointDir, load_resume
 from spnir.train.config import Config, dump_config, load_config
 from spnir.train.distributed import DistContext, barrier, init_distributed, shutdown_distributed
-from spnir.train.run_log import RunLogger
 from spnir.train.lock import hold_run_folder
 from spnir.train.record import (
-    LENGTH, changed_settings, check_resume_settings, clear_run, existing_run, final_weights, read_history, record_start,
-    refuse_continuing_finished, refuse_existing_run,
+    LENGTH,
+    changed_settings,
+    check_resume_settings,
+    clear_run,
+    existing_run,
+    final_weights,
+    read_history,
+    record_start,
+    refuse_continuing_finished,
+    refuse_existing_run,
 )
+from spnir.train.run_log import RunLogger
 from spnir.train.trainer import Schedule, Trainer
+from spnir.train.training_state import CheckpointDir, load_resume
 
 
 @dataclass

@@ -18,9 +18,10 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,10 +30,10 @@ from spnir.device import autocast_dtype
 from spnir.ema import ModelEMA
 from spnir.errors import SpnirError
 from spnir.spn import NegativeLoss
-from spnir.train.training_state import CheckpointDir, rng_state, set_rng_state
 from spnir.train.distributed import DistContext, all_reduce_sum
-from spnir.train.run_log import RunLogger
 from spnir.train.optim import keep_kernels
+from spnir.train.run_log import RunLogger
+from spnir.train.training_state import CheckpointDir, rng_state, set_rng_state
 from spnir.train.validation import Validator
 
 STATE_FORMAT = "spnir-train-state"
@@ -93,7 +94,7 @@ class _StopRequests:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopRequests":
+    def __enter__(self) -> _StopRequests:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)

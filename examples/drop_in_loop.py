@@ -53,7 +53,7 @@ def main() -> None:
     try:
         spn = SPN(model, weight=0.001, periods=(20,), decays=(0.5,), vgg_weights=args.vgg_weights)  # SPN
     except SpnirError as exc:
-        raise SystemExit(f"{exc}\n(this example: --vgg-weights random)")
+        raise SystemExit(f"{exc}\n(this example: --vgg-weights random)") from exc
     spn.attach(opt)  # SPN
     if args.checkpoint is not None and args.checkpoint.exists():
         state = torch.load(args.checkpoint, weights_only=True)

@@ -55,7 +55,7 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
         try:
             torch.save(obj, fh)
         except RuntimeError as exc:  # torch's zip writer fails in its __exit__ after our file refused a write
-            raise _os_error_behind(exc) or exc
+            raise (_os_error_behind(exc) or exc) from exc
 
 
 def _os_error_behind(exc: BaseException) -> OSError | None:

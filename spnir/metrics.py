@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from spnir.errors import SpnirError
 
 Convention = Literal["basicsr", "matlab"]
 CONVENTIONS: tuple[str, ...] = ("basicsr", "matlab")
-Image = Union[np.ndarray, torch.Tensor]
+Image = np.ndarray | torch.Tensor
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)  # BT.601 luma of RGB in [0, 255], divided by 255 below
 _SSIM_WINDOW, _SSIM_SIGMA = 11, 1.5

@@ -10,8 +10,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from spnir.data import (CleanImages, EpochSampler, PairedFolder, PatchDataset, SyntheticPairs, augment,
-                        build_degradation, paired_random_crop, sample_generator)
+from spnir.data import (
+    CleanImages,
+    EpochSampler,
+    PairedFolder,
+    PatchDataset,
+    SyntheticPairs,
+    augment,
+    build_degradation,
+    paired_random_crop,
+    sample_generator,
+)
 from spnir.data.degrade import bicubic, haze
 from spnir.errors import SpnirError
 

@@ -83,7 +83,10 @@ def test_study_runs_skips_finished_resumes_interrupted_and_reports(tmp_path, mon
     real = train_pkg.run_training
 
     def interrupted_once(config, folder, resume=None, **kwargs):  # SIGTERM at iteration 2 of the spn run
-        hook = (lambda it: os.kill(os.getpid(), signal.SIGTERM) if it == 2 else None)
+        def hook(it: int) -> None:
+            if it == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
         return real(config, folder, resume=resume, on_iteration=hook if "spn" in str(folder) else None)
 
     monkeypatch.setattr(train_pkg, "run_training", interrupted_once)

@@ -46,7 +46,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, monkeypatch, spn_settings, a
         for key, value in state.items():
             if torch.is_tensor(value) and value.is_floating_point():
                 torch.testing.assert_close(ranks[0][part][key], value, rtol=1e-4, atol=atol,
-                                           msg=lambda m: f"{part}.{key}: {m}")
+                                           msg=lambda m, where=f"{part}.{key}": f"{where}: {m}")
     refreshes = ranks[0]["spn"]["negatives._extra_state"]["adaptive_refreshes"]
     assert refreshes == single.spn.negatives.adaptive_refreshes
     assert (refreshes > 0) == ("adaptive_threshold" in spn_settings)  # the adaptive path really ran

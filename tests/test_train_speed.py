@@ -176,7 +176,10 @@ def test_a_resumed_compiled_run_is_bit_exact(data, tmp_path):
     weights, EMA and negatives equal an uninterrupted compiled run bit for bit."""
     config = tiny_config(total=4, spn=True, train={"compile": True}, checkpoint={"every": 2}, val={"every": 100})
     straight = run_training(config, tmp_path / "straight")
-    stop_after_two = lambda it: os.kill(os.getpid(), signal.SIGTERM) if it == 1 else None
+    def stop_after_two(it: int) -> None:
+        if it == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
     first = run_training(config, tmp_path / "resumed", on_iteration=stop_after_two)
     assert first.status == "interrupted (SIGTERM)" and first.iteration == 2
     resumed = run_training(config, tmp_path / "resumed", resume="auto")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from spnir.coerce import conform, describe_type
 from spnir.errors import SpnirError

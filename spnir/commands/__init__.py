@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch

@@ -15,11 +15,17 @@ import argparse
 import os
 from pathlib import Path
 
-from spnir.commands import (
-    add_runtime_arguments, existing_file, non_negative_int, output_folder, positive_int, preset_name, runtime_device,
-)
 import torch
 
+from spnir.commands import (
+    add_runtime_arguments,
+    existing_file,
+    non_negative_int,
+    output_folder,
+    positive_int,
+    preset_name,
+    runtime_device,
+)
 from spnir.errors import SpnirError
 from spnir.progress import note, progress
 

@@ -18,7 +18,7 @@ workers stay correct); ``dataset[i]`` with a plain int uses
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from spnir.errors import SpnirError, shown
 from spnir.train.config.schema import Config

@@ -7,7 +7,8 @@ config key in front of its message (:func:`spnir.spn.check_options`, :func:`spni
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from spnir.coerce import number
 from spnir.ema import check_decay

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from spnir.allocator import CHOICES as ALLOCATOR_CHOICES
 from spnir.coerce import conform, describe_type

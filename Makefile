@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,all]'
 	touch $@
 
+# ruff's rules are chosen in pyproject.toml; a finding fails the target before the tests run.
 test: $(STAMP)
+	$(VENV)/bin/ruff check spnir tests bench examples
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: $(STAMP)

@@ -70,6 +70,9 @@ class VGGFeatures(nn.Module):
         seed: seed of the random weights.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         kind: str = "vgg16",
@@ -155,7 +158,8 @@ def _random_init(body: nn.Sequential, seed: int) -> None:
             fan_out = layer.out_channels * layer.kernel_size[0] * layer.kernel_size[1]
             with torch.no_grad():
                 layer.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=generator)
-                layer.bias.zero_()
+                if layer.bias is not None:
+                    layer.bias.zero_()
 
 
 def _conv_shapes(kind: str) -> dict[str, tuple[int, ...]]:

@@ -75,6 +75,9 @@ class LPIPS(PerceptualMetric):
 
     name = "LPIPS"
 
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, vgg_weights: str | os.PathLike = "imagenet", learned: str | os.PathLike | None = None) -> None:
         super().__init__(vgg_weights)
         path, state = self._learned_state("lpips-vgg", learned)
@@ -118,6 +121,10 @@ class DISTS(PerceptualMetric):
 
     name = "DISTS"
 
+    window: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, vgg_weights: str | os.PathLike = "imagenet", learned: str | os.PathLike | None = None) -> None:
         super().__init__(vgg_weights)
         path, state = self._learned_state("dists", learned)
@@ -156,8 +163,8 @@ class DISTS(PerceptualMetric):
         x, y = self._check(x, y)
         c1 = c2 = 1e-6
         w_sum = self.alpha.sum() + self.beta.sum()
-        alphas = torch.split(self.alpha / w_sum, _DISTS_CHANNELS, dim=1)
-        betas = torch.split(self.beta / w_sum, _DISTS_CHANNELS, dim=1)
+        alphas = torch.split(self.alpha / w_sum, list(_DISTS_CHANNELS), dim=1)
+        betas = torch.split(self.beta / w_sum, list(_DISTS_CHANNELS), dim=1)
         structure = texture = x.new_zeros(x.shape[0], 1, 1, 1)
         for fx, fy, alpha, beta in zip(self._stages(x), self._stages(y), alphas, betas):
             mx, my = fx.mean([2, 3], keepdim=True), fy.mean([2, 3], keepdim=True)

@@ -58,6 +58,8 @@ class FrozenNegatives(nn.Module):
     still moves them.
     """
 
+    models: list[nn.Module]
+
     def __init__(self, models: Sequence[nn.Module]) -> None:
         super().__init__()
         models = [unwrap(m) for m in models]

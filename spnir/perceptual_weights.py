@@ -167,7 +167,7 @@ def _members(spec: LearnedWeights, source: Path) -> list[bytes]:
         if name.endswith((".tar.gz", ".tgz", ".tar")):
             with tarfile.open(source) as archive:
                 members = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(spec.member)]
-                return [archive.extractfile(m).read() for m in members]
+                return [file.read() for m in members if (file := archive.extractfile(m)) is not None]
     except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
         raise SpnirError(f"{source}: cannot read as an archive ({exc})") from None
     return [source.read_bytes()]
@@ -181,7 +181,7 @@ def _installed_file(spec: LearnedWeights) -> Path | None:
         return None
     for entry in dist.files or []:
         if str(entry).replace("\\", "/").endswith(spec.member):
-            path = Path(dist.locate_file(entry))
+            path = Path(str(dist.locate_file(entry)))
             if path.is_file() and _matches(spec, path.read_bytes()):
                 return path
     return None

@@ -47,8 +47,8 @@ def _check_depth(text: str, source: str) -> None:
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
-                line = event.start_mark.line + 1
-                raise SpnirError(f"{source}:{line}: nested more than {MAX_DEPTH} levels deep; a config nests a "
+                where = source if event.start_mark is None else f"{source}:{event.start_mark.line + 1}"
+                raise SpnirError(f"{where}: nested more than {MAX_DEPTH} levels deep; a config nests a "
                                  "few levels (is this the right file?)")
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1

@@ -42,11 +42,12 @@ class RunLogger:
         self._wandb: Any = None
         self._progress: Progress | None = None
         self._start_time, self._start_iter = time.monotonic(), start_iter
-        if not self.enabled:
+        if self.folder is None:
             return
-        with writing(self.folder):
-            self.folder.mkdir(parents=True, exist_ok=True)
-        self.csv_path, self.log_path = self.folder / "scalars.csv", self.folder / "train.log"
+        root = self.folder
+        with writing(root):
+            root.mkdir(parents=True, exist_ok=True)
+        self.csv_path, self.log_path = root / "scalars.csv", root / "train.log"
         _truncate_after(self.csv_path, start_iter)
         new = not self.csv_path.exists()
         with writing(self.csv_path):
@@ -57,12 +58,12 @@ class RunLogger:
         with writing(self.log_path):
             self._log_file = open(self.log_path, "a")
         if wandb is not None and wandb.get("project"):  # before the writer: W&B patches TensorBoard's writer
-            self._wandb = _start_wandb(self.folder, wandb, dict(config or {}), start_iter)
+            self._wandb = _start_wandb(root, wandb, dict(config or {}), start_iter)
         if tensorboard:
             require("tensorboard", "log.tensorboard")
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.folder / "tb"), purge_step=start_iter or None)
+            self._writer = SummaryWriter(str(root / "tb"), purge_step=start_iter or None)
         self._progress = Progress("train", total_iter, "it", initial=start_iter, bar=progress)
 
     def progress(self, iteration: int, losses: dict[str, float]) -> None:
@@ -85,7 +86,7 @@ class RunLogger:
     def images(self, iteration: int, images: dict[str, torch.Tensor]) -> list[Path]:
         """Write ``images`` (name -> (3, H, W) in [0, 1]) as ``images/iter_<iteration>/<name>.png`` and to
         TensorBoard; returns the files."""
-        if not self.enabled:
+        if not self.enabled or self.folder is None:
             return []
         from spnir.imageio import save_image
 
@@ -105,7 +106,7 @@ class RunLogger:
 
     def message(self, text: str) -> None:
         """Print (above the bar, if any) and append to ``train.log``."""
-        if not self.enabled:
+        if not self.enabled or self._progress is None:
             return
         self._progress.write(text)
         with writing(self.log_path):
@@ -127,7 +128,8 @@ class RunLogger:
         if not self.enabled:
             return
         self.enabled = False
-        self._progress.close()
+        if self._progress is not None:
+            self._progress.close()
         if self._writer is not None:
             self._writer.close()
         if self._wandb is not None:

@@ -14,7 +14,9 @@ checkpoint is written and :meth:`Trainer.fit` returns.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import operator
 import signal
 import threading
 import time
@@ -158,7 +160,9 @@ class Trainer:
             p.ema.load_state_dict(state["ema"])
         if p.spn is not None:
             p.spn.load_state_dict(state["spn"])
-        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in p.optimizer.param_groups]
+        kernels: list[dict[str, Any]] = [
+            {k: g[k] for k in ("fused", "foreach") if k in g} for g in p.optimizer.param_groups
+        ]
         p.optimizer.load_state_dict(state["optimizer"])
         keep_kernels(p.optimizer, kernels)  # optim.fused/foreach are this run's (result-neutral), not the file's
         p.scheduler.load_state_dict(state["scheduler"])
@@ -219,7 +223,7 @@ class Trainer:
         for i, micro in enumerate(self._micro_batches(batch)):
             with self._no_sync(last=i == count - 1):
                 terms = self._losses(micro)
-                total = sum(terms.values())
+                total = functools.reduce(operator.add, terms.values())
                 total = total / count if count > 1 else total
                 (self.scaler.scale(total) if self.scaler is not None else total).backward()
             for name, term in terms.items():
@@ -238,7 +242,7 @@ class Trainer:
         if p.grad_clip or measure_norm:
             norm = torch.nn.utils.clip_grad_norm_(params, p.grad_clip or math.inf)
             return torch.isfinite(norm), norm
-        return _all_finite([q.grad for q in params], self.ctx.device), norm
+        return _all_finite([g for q in params if (g := q.grad) is not None], self.ctx.device), norm
 
     def _optimizer_step(self, grads_finite: bool) -> None:
         """The optimiser step (skipped by the GradScaler for non-finite gradients), the scheduler, then the

@@ -20,7 +20,7 @@ from spnir.archs import create_model
 from spnir.archs.model_files import load_checkpoint, model_from_checkpoint
 from spnir.data.datasets import CleanImages, Grayscale, MergedImages, PatchDataset, SyntheticPairs
 from spnir.data.degrade import build_degradation
-from spnir.data.paired import PairedFolder
+from spnir.data.paired import OnError, PairedFolder
 from spnir.data.sampling import EpochSampler
 from spnir.ema import ModelEMA
 from spnir.errors import SpnirError, shown
@@ -61,13 +61,13 @@ def build_model(model_cfg: Config) -> nn.Module:
 BUILTIN_PREFIX = "builtin:"
 
 
-def _source(entry: Config, scale: int, where: str, verify: bool, on_error: str) -> tuple[Dataset, Any]:
+def _source(entry: Config, scale: int, where: str, verify: bool, on_error: OnError) -> tuple[Dataset, Any]:
     """``(dataset, degradation or None)`` of one data entry (one channel when ``channels: 1``)."""
     dataset, degradation = _color_source(entry, scale, where, verify, on_error)
     return (Grayscale(dataset) if entry["channels"] == 1 else dataset), degradation
 
 
-def _color_source(entry: Config, scale: int, where: str, verify: bool, on_error: str) -> tuple[Dataset, Any]:
+def _color_source(entry: Config, scale: int, where: str, verify: bool, on_error: OnError) -> tuple[Dataset, Any]:
     """``(dataset, degradation or None)`` of one data entry as read; paths expanded here. Every image file is
     checked now, from its header or (``verify``) decoded; one that fails stops the run or is skipped
     (``on_error``)."""
@@ -85,7 +85,7 @@ def _color_source(entry: Config, scale: int, where: str, verify: bool, on_error:
     return (MergedImages([first, *extra]) if extra else first), degradation
 
 
-def _clean_images(name: str, where: str, verify: bool, on_error: str) -> CleanImages:
+def _clean_images(name: str, where: str, verify: bool, on_error: OnError) -> CleanImages:
     """``builtin:train`` / ``builtin:val`` (the embedded photographs), else a folder of images."""
     if name.startswith(BUILTIN_PREFIX):
         split = name[len(BUILTIN_PREFIX):]
@@ -255,7 +255,8 @@ def build_parts(config: Config, ctx: DistContext) -> TrainParts:
     seed_everything(config["seed"])
     channels_last = use_channels_last(config, ctx.device)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(config["model"]).to(ctx.device, memory_format=layout)  # negatives and EMA copy it
+    # The negatives and the EMA copy the model. Module.to's stub lacks memory_format, which it takes at run time.
+    model = build_model(config["model"]).to(ctx.device, memory_format=layout)  # type: ignore[call-overload]
     train_set = build_train_data(config)
     val_sets = build_val_sets(config) if ctx.is_main else []
     global_batch = samples_per_step(config)
@@ -269,10 +270,10 @@ def build_parts(config: Config, ctx: DistContext) -> TrainParts:
         forward = nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if config["train"]["compile"]:
-        forward = torch.compile(forward)
+        forward = torch.compile(forward)  # type: ignore[assignment]  # a compiled module is an nn.Module
     spn = build_negative_loss(config, model, ctx.device)
     if spn is not None and channels_last:
-        spn.to(memory_format=layout)  # the feature extractor (and any other negatives)
+        spn.to(memory_format=layout)  # type: ignore[call-overload]  # the feature extractor and any negatives
     ema = ModelEMA(model, config["ema"]["decay"]).to(ctx.device) if config["ema"]["decay"] is not None else None
     optimizer = build_optimizer(model.parameters(), config["optim"])
     scheduler = build_scheduler(optimizer, config["scheduler"], total_iter, steps_per_epoch)

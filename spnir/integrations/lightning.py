@@ -39,7 +39,7 @@ The callback, hook by hook:
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -47,7 +47,10 @@ from spnir.errors import SpnirError
 from spnir.optional import require
 from spnir.spn import OPTIMIZER_STATE_KEY, SPN
 
-pl = require("lightning.pytorch", "spnir.integrations.lightning")
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+else:
+    pl = require("lightning.pytorch", "spnir.integrations.lightning")
 
 
 class SPNCallback(pl.Callback):
@@ -74,6 +77,11 @@ class SPNCallback(pl.Callback):
                              "attribute that holds the network whose negatives SPN keeps")
         return network
 
+    def _built(self) -> SPN:
+        if self.spn is None:
+            raise SpnirError("SPNCallback: used before Lightning's setup() built its SPN")
+        return self.spn
+
     def _build(self, module: pl.LightningModule) -> None:
         self.spn = SPN(self._network(module), **self.options)
         object.__setattr__(module, self.name, self.spn)  # a plain attribute: not a submodule, not in state_dict
@@ -90,7 +98,7 @@ class SPNCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Lightning calls this after ``setup`` when ``fit(ckpt_path=...)`` resumes."""
-        self.spn.load_state_dict(state_dict)
+        self._built().load_state_dict(state_dict)
         self._restored = True
 
     def state_dict(self) -> dict[str, Any]:
@@ -104,14 +112,14 @@ class SPNCallback(pl.Callback):
             self._build(pl_module)
         weight = next((p for p in network.parameters() if p.is_floating_point()), None)
         if weight is not None:
-            self.spn.to(device=weight.device, dtype=weight.dtype)
+            self._built().to(device=weight.device, dtype=weight.dtype)
         network_params = {id(p) for p in network.parameters()}
         drivers = [opt for opt in trainer.optimizers
                    if any(id(p) in network_params for group in opt.param_groups for p in group["params"])]
         if len(drivers) != 1:
             raise SpnirError(f"SPNCallback: {len(drivers)} optimizers update {type(pl_module).__name__}.{self.network}"
                              "; SPN advances with exactly one")
-        self.spn.attach(drivers[0])
+        self._built().attach(drivers[0])
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:

@@ -138,7 +138,7 @@ def _clip_gradients(net: nn.Module, max_norm: float) -> Callable[..., None]:
     return clip
 
 
-def negative_model_class(name: str, base: type, kind: ModelType, build_network: NetworkBuilder) -> type:
+def negative_model_class(name: str, base: type[Any], kind: ModelType, build_network: NetworkBuilder) -> type:
     """``base`` (a BasicSR model class: ``net_g``, ``optimizer_g``, ``cri_perceptual`` called as
     ``(output, gt)``, ``optimize_parameters`` that steps ``optimizer_g`` once) with SPN, named ``name``."""
 
@@ -245,7 +245,7 @@ def main() -> int:
     """``python -m spnir.integrations.basicsr -opt X.yml ...``: BasicSR's command line, SPN's classes registered."""
     try:
         register()
-        train = importlib.import_module("basicsr.train")
+        train: Any = importlib.import_module("basicsr.train")  # BasicSR ships no type information
         if hasattr(train, "train_pipeline"):
             if not torch.cuda.is_available():
                 train.load_resume_state = load_resume_state_on_cpu

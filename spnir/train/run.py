@@ -14,7 +14,7 @@ from spnir.allocator import use_cpu_allocator
 from spnir.archs.model_files import save_model_checkpoint
 from spnir.atomic import atomic_path, remove_stale_temporaries
 from spnir.errors import SpnirError
-from spnir.spn import SPN
+from spnir.spn import NegativeLoss
 from spnir.train.build import build_parts, describe
 from spnir.train.config import Config, dump_config, load_config
 from spnir.train.distributed import DistContext, barrier, init_distributed, shutdown_distributed
@@ -51,7 +51,7 @@ class TrainResult:
     feature_space: str | None = None  # SPN's feature space, None without SPN
     model: nn.Module | None = None
     ema_model: nn.Module | None = None
-    spn: SPN | None = None           # the SPN term with its negatives, None without SPN
+    spn: NegativeLoss | None = None  # the negative term (SPN or another source's), None without one
     signal: int | None = None
 
     @property

@@ -33,9 +33,9 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _progress_arguments() -> argparse.ArgumentParser:
+def _progress_arguments() -> _OneLineErrors:
     """``--quiet``, ``--no-progress``, ``--status-every``: how every command reports progress."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _OneLineErrors(add_help=False)
     group = common.add_argument_group("progress (every command)")
     group.add_argument("--quiet", action="store_true",
                        help="no progress output at all: no bar, no status lines (also: SPNIR_QUIET=1)")

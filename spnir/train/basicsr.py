@@ -31,7 +31,7 @@ _NETWORKS: dict[str, tuple[str, dict[tuple, str], dict[str, Any]]] = {
 }
 _NETWORK_ALIASES = {"NAFNetLocal": "NAFNet", "FFA": "FFANet"}
 # Preset defaults beyond the identifying key (a network_g value equal to these needs no override).
-_PRESET_DEFAULTS = {
+_PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "edsr-baseline": {"num_block": 16, "res_scale": 1},
     "edsr": {"num_block": 32, "res_scale": 0.1},
     "swinir-light": {"depths": [6, 6, 6, 6], "num_heads": [6, 6, 6, 6], "upsampler": "pixelshuffledirect"},

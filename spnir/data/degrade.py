@@ -44,8 +44,8 @@ from spnir.imresize import imresize
 # RESIDE applied them to depth in different units (OTS: monocular depth estimates in metres); spnir's depth is
 # relative ([0, 1], farthest = 1), so each preset carries ``depth_scale``, the depth its farthest point stands for
 # in the preset's units (docs/data.md gives the sources and the resulting transmission).
-HAZE_ITS = {"beta": (0.6, 1.8), "airlight": (0.7, 1.0), "depth_scale": 1.0}
-HAZE_OTS = {"beta": (0.04, 0.2), "airlight": (0.8, 1.0), "depth_scale": 12.5}
+HAZE_ITS: dict[str, Any] = {"beta": (0.6, 1.8), "airlight": (0.7, 1.0), "depth_scale": 1.0}
+HAZE_OTS: dict[str, Any] = {"beta": (0.04, 0.2), "airlight": (0.8, 1.0), "depth_scale": 12.5}
 
 
 def _check_image(img: torch.Tensor, name: str) -> None:
@@ -314,7 +314,7 @@ def _sample_value(name: str, value: Any, generator: torch.Generator | None, wher
 class Step:
     """One configured degradation: a type from :data:`STEP_TYPES`, its parameter specs and a probability."""
 
-    def __init__(self, spec: Mapping[str, Any], where: str = "degradation") -> None:
+    def __init__(self, spec: object, where: str = "degradation") -> None:
         if not isinstance(spec, Mapping) or "type" not in spec:
             raise SpnirError(f"{where}: each step must be a mapping with a 'type' key, got {spec!r}")
         kind = spec["type"]

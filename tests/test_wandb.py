@@ -3,6 +3,7 @@ the same W&B run; BasicSR's logger.wandb maps to it; what it needs is checked wi
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,17 @@ def _offline_runs(out: Path) -> list[Path]:
     return sorted(out.glob("wandb/offline-run-*"))
 
 
+def _written(path: Path, wanted: list[bytes], seconds: float = 60.0) -> bytes:
+    """The file's bytes once every ``wanted`` is in it, or after ``seconds``: W&B's service process may still be
+    flushing the offline file when ``finish()`` has returned on a loaded machine."""
+    deadline = time.monotonic() + seconds
+    while True:
+        data = path.read_bytes()
+        if all(w in data for w in wanted) or time.monotonic() > deadline:
+            return data
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_an_offline_wandb_run_holds_the_scalars_and_a_resume_continues_it(data: Path, tmp_path: Path,
                                                                           offline: None) -> None:
@@ -51,8 +63,8 @@ def test_an_offline_wandb_run_holds_the_scalars_and_a_resume_continues_it(data: 
     assert run_training(config, out, resume="auto").completed
     runs = _offline_runs(out)
     assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)  # one W&B run, continued
-    logged = (runs[1] / f"run-{run_id}.wandb").read_bytes()
     names = read_scalars(out / "scalars.csv")
+    logged = _written(runs[1] / f"run-{run_id}.wandb", [name.encode() for name in names])
     assert names and all(name.encode() in logged for name in names), (sorted(names), logged[:2000])
     assert b"tiny-run" in (runs[0] / f"run-{run_id}.wandb").read_bytes()
 

@@ -24,11 +24,11 @@ from spnir.evaluation import (
     model_restore,
 )
 from spnir.features import VGGFeatures
-from spnir.metric_suite import MetricSuite
+from spnir.metrics.suite import MetricSuite
 from spnir.study import Setting, Study, collect, run_study
 from spnir.study.report import comparison_figure, feature_space, plot_curves
 from spnir.study.run import eval_datasets, evaluated_model
-from spnir.vgg_weights import cached_vgg_path, resolve_feature_space
+from spnir.weights.vgg import cached_vgg_path, resolve_feature_space
 
 SCALE = 2
 

@@ -47,8 +47,8 @@ from spnir.device import autocast_dtype
 from spnir.errors import SpnirError
 from spnir.imageio import list_images, load_image, to_gray
 from spnir.imresize import imresize
-from spnir.metric_suite import MetricSuite, direction
 from spnir.metrics import MetricSettings, rgb_to_y
+from spnir.metrics.suite import MetricSuite, direction
 from spnir.progress import note, progress
 
 LrProtocol = Literal["rgb8", "classic"]
@@ -194,7 +194,7 @@ def _mean(values: list[float]) -> float:
 @dataclass(frozen=True)
 class Inference:
     """How a network restores an image: ``scale``, tiling (``tile=None``: whole; see :mod:`spnir.restore`),
-    autocast (``none``/``bfloat16``/``float16``), and how many restored images of each set to keep
+    autocast (``none``/``bf16``/``fp16``), and how many restored images of each set to keep
     (``save_images``, for looking at)."""
 
     scale: int = 1
@@ -338,7 +338,7 @@ def _items(bset: BenchmarkSet, scale: int) -> list[_Item]:
 @dataclass(frozen=True)
 class Evaluator:
     """Runs ``restore`` over benchmark sets and measures it with ``settings`` (PSNR/SSIM), or with ``metrics``
-    when given (a :class:`~spnir.metric_suite.MetricSuite` with those settings, e.g. with LPIPS/DISTS)."""
+    when given (a :class:`~spnir.metrics.suite.MetricSuite` with those settings, e.g. with LPIPS/DISTS)."""
 
     restore: RestoreFn
     settings: MetricSettings

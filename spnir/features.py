@@ -2,7 +2,7 @@
 
 ``VGGFeatures("vgg16", ["relu1_2", "relu2_2", "relu3_3"])`` returns a dict of those feature maps and
 computes nothing past the last one. Parameters never require gradients. A feature space is the weights *and* the
-input convention they were trained with (:mod:`spnir.vgg_weights`): torchvision's (mean/std normalisation) or
+input convention they were trained with (:mod:`spnir.weights.vgg`): torchvision's (mean/std normalisation) or
 Caffe's (x255, BGR, minus the BGR mean). The transform is applied to the input, never folded into the first
 convolution (zero padding would then differ at the borders).
 """
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from spnir.errors import SpnirError
-from spnir.vgg_weights import resolve_feature_space
+from spnir.weights.vgg import resolve_feature_space
 
 # Convolution widths per block, and the names torchvision's ``features`` indices carry in BasicSR.
 _BLOCKS = {
@@ -64,7 +64,7 @@ class VGGFeatures(nn.Module):
         layers: names to return (``conv1_1``, ``relu1_1``, ..., ``pool5``).
         vgg_weights: ``"imagenet"`` (torchvision's file in the torch hub cache), ``"imagenet-caffe"`` (Oxford's
             VGG16, Caffe convention), a path (``caffe:PATH`` / ``torchvision:PATH`` states its convention), or
-            ``"random"`` (seeded Kaiming init; not the method's feature space). See :mod:`spnir.vgg_weights`.
+            ``"random"`` (seeded Kaiming init; not the method's feature space). See :mod:`spnir.weights.vgg`.
         input_norm: transform the input as the weights expect (their convention); ``False`` feeds it as it is.
         range_norm: map inputs from ``[-1, 1]`` to ``[0, 1]`` first.
         seed: seed of the random weights.

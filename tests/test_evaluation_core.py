@@ -12,7 +12,6 @@ import yaml
 from perceptual_support import synthetic_lpips_state
 from PIL import Image
 
-from spnir import perceptual_weights
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.evaluation import (
@@ -23,9 +22,10 @@ from spnir.evaluation import (
     evaluate_images,
     model_restore,
 )
-from spnir.metric_suite import MetricSuite
 from spnir.metrics import MetricSettings
+from spnir.metrics.suite import MetricSuite
 from spnir.study import load_study, run_study
+from spnir.weights import perceptual as perceptual_weights
 
 
 def _save(path: Path, seed: int, h: int = 24, w: int = 20) -> Path:

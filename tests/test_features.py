@@ -7,7 +7,7 @@ import torch
 from spnir import SpnirError, VGGFeatures
 from spnir.cli import main
 from spnir.features import layer_names
-from spnir.vgg_weights import cached_vgg_path, install_vgg_weights
+from spnir.weights.vgg import cached_vgg_path, install_vgg_weights
 
 
 def test_layer_names_match_torchvision_indices():
@@ -87,7 +87,7 @@ def test_weights_command_verifies_hash(tmp_path, monkeypatch, capsys):
     assert "not the file of ImageNet VGG16, torchvision weights" in capsys.readouterr().err
     assert main(["weights", "vgg16", "--check"]) == 1
     # a file whose sha256 has the expected prefix is placed in the cache
-    import spnir.vgg_weights as vw
+    import spnir.weights.vgg as vw
 
     monkeypatch.setattr(vw, "expected_hash_prefix", lambda kind: vw.sha256_of(bogus)[:8])
     dest = install_vgg_weights("vgg16", bogus)

@@ -15,7 +15,7 @@ from spnir import SPN
 from spnir.cli import main
 from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
-from spnir.vgg_weights import cached_vgg_path, install_vgg_weights, resolve_feature_space
+from spnir.weights.vgg import cached_vgg_path, install_vgg_weights, resolve_feature_space
 
 CAFFE_FILE = Path(__file__).resolve().parents[1] / "../shared/data/pretrained/vgg16_caffe/vgg16_caffe_features.safetensors"
 needs_caffe_file = pytest.mark.skipif(not CAFFE_FILE.is_file(),
@@ -97,7 +97,7 @@ def test_imagenet_caffe_needs_the_placed_file_and_says_how(tmp_path, monkeypatch
 
 
 def test_weights_command_refuses_the_caffe_file_as_torchvision_and_names_it(tmp_path, monkeypatch, capsys):
-    import spnir.vgg_weights as vw
+    import spnir.weights.vgg as vw
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     fake = tmp_path / "fake.safetensors"
@@ -156,7 +156,7 @@ def test_spn_term_in_the_caffe_space_is_the_signed_weighted_distance(tmp_path, m
 
 @needs_caffe_file
 def test_lpips_refuses_the_caffe_backbone(tmp_path):
-    from spnir.perceptual import LPIPS
+    from spnir.metrics.perceptual import LPIPS
 
     with pytest.raises(SpnirError, match="LPIPS cannot use .*Caffe.*fit on torchvision's ImageNet VGG16"):
         LPIPS(vgg_weights=CAFFE_FILE, learned=tmp_path / "unused.pth")

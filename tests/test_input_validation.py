@@ -231,7 +231,7 @@ def test_training_without_imagenet_vgg_names_the_set_option(tmp_path, monkeypatc
 
 
 def test_weights_check_verifies_the_given_file_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    import spnir.vgg_weights as vw
+    import spnir.weights.vgg as vw
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     candidate = tmp_path / "vgg16.pth"

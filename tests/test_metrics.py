@@ -1,4 +1,4 @@
-"""PSNR/SSIM: BasicSR's values, both Y conventions, torch and numpy inputs, evaluate_pairs."""
+"""PSNR/SSIM: BasicSR's values, both Y conventions, torch and numpy inputs, batches."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import reference_numpy as ref
 import torch
 
 from spnir.errors import SpnirError
-from spnir.metrics import MetricSettings, evaluate_pairs, psnr, rgb_to_y, ssim
+from spnir.metrics import MetricSettings, psnr, rgb_to_y, ssim
 
 
 def _images() -> tuple[np.ndarray, np.ndarray]:
@@ -105,15 +105,14 @@ def test_bad_input_is_explained(call, message: str) -> None:
         call(_images()[1])
 
 
-def test_evaluate_pairs_averages_images_and_batches() -> None:
+def test_settings_measure_each_image_of_a_batch() -> None:
     out, gt = _images()
     settings = MetricSettings(crop_border=4, y_channel=True, convention="basicsr")
-    scores = evaluate_pairs([(out, gt), (_tensor(gt).repeat(2, 1, 1, 1) * 0 + 0.5, _tensor(gt).repeat(2, 1, 1, 1))],
-                            settings)
-    assert scores.images == 3
-    assert scores.per_image_psnr[0] == pytest.approx(BASICSR_VALUES[(4, True)][0], abs=1e-3)
-    assert scores.psnr == pytest.approx(sum(scores.per_image_psnr) / 3)
-    assert scores.ssim == pytest.approx(sum(scores.per_image_ssim) / 3)
+    batch_out = torch.cat([_tensor(out), _tensor(gt) * 0 + 0.5])
+    psnr_values, ssim_values = settings.measure(batch_out, _tensor(gt).repeat(2, 1, 1, 1))
+    assert psnr_values.shape == ssim_values.shape == (2,)
+    assert float(psnr_values[0]) == pytest.approx(BASICSR_VALUES[(4, True)][0], abs=1e-3)
+    assert float(psnr_values[1]) == pytest.approx(psnr(batch_out[1:], _tensor(gt), crop_border=4, y_channel=True)[0])
     assert settings.describe() == "Y channel, border 4 px, convention basicsr"
 
 

@@ -20,13 +20,13 @@ import torch
 from perceptual_support import seeded_image_pair, synthetic_dists_state, synthetic_lpips_state
 from PIL import Image
 
-from spnir import perceptual_weights
 from spnir.cli import main
 from spnir.errors import SpnirError
-from spnir.metric_suite import MetricSuite
 from spnir.metrics import MetricSettings
-from spnir.perceptual import DISTS, LPIPS
+from spnir.metrics.perceptual import DISTS, LPIPS
+from spnir.metrics.suite import MetricSuite
 from spnir.train.validation import BestScores
+from spnir.weights import perceptual as perceptual_weights
 
 REFERENCE = {  # reference packages, on the inputs and weights named in the module doc
     "lpips": [0.027799393981695175, 0.026507774367928505],
@@ -143,7 +143,7 @@ def test_best_validation_score_of_lpips_is_the_lowest() -> None:
 
 
 def test_val_metrics_accepts_lpips_and_refuses_unknown_names() -> None:
-    from spnir.metric_suite import check_metric_names
+    from spnir.metrics.suite import check_metric_names
 
     assert check_metric_names(["psnr", "lpips", "dists"]) == ["psnr", "lpips", "dists"]
     with pytest.raises(SpnirError, match="niqe"):

@@ -54,10 +54,10 @@ from spnir.archs.registry import (
     list_models,
 )
 from spnir.atomic import atomic_path, save_torch_atomic
-from spnir.checksum import KEY as CHECKSUM_KEY
-from spnir.checksum import content_checksum, with_checksum
-from spnir.checksum import verify as verify_checksum
 from spnir.errors import SpnirError
+from spnir.weights.checksum import KEY as CHECKSUM_KEY
+from spnir.weights.checksum import content_checksum, with_checksum
+from spnir.weights.checksum import verify as verify_checksum
 
 FORMAT = "spnir-model"
 FORMAT_VERSION = 1

@@ -118,9 +118,9 @@ def preset_name(text: str) -> str:
 
 
 def vgg_weights_source(text: str) -> str:
-    """A name of :data:`spnir.vgg_weights.NAMED_SPACES` or an existing file, optionally ``caffe:``/``torchvision:``
+    """A name of :data:`spnir.weights.vgg.NAMED_SPACES` or an existing file, optionally ``caffe:``/``torchvision:``
     prefixed (``--vgg-weights``); a typo names the near match."""
-    from spnir.vgg_weights import CONVENTIONS, NAMED_SPACES
+    from spnir.weights.vgg import CONVENTIONS, NAMED_SPACES
 
     stated, _, rest = text.partition(":")
     path = rest if stated in CONVENTIONS and rest else text

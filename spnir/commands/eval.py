@@ -51,8 +51,8 @@ from spnir.evaluation import (
     results_json,
 )
 from spnir.imresize import imresize
-from spnir.metric_suite import PERCEPTUAL, MetricSuite, check_metric_names
 from spnir.metrics import CONVENTIONS
+from spnir.metrics.suite import PERCEPTUAL, MetricSuite, check_metric_names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     settings = TASK_CONVENTIONS[args.task].settings(scale, args.convention, None if args.channel is None else
                                                      args.channel == "y", args.crop_border)
     if PERCEPTUAL.keys() & set(args.metrics):
-        from spnir.vgg_weights import resolve_feature_space
+        from spnir.weights.vgg import resolve_feature_space
 
         resolve_feature_space("vgg16", args.vgg_weights,
                               ask_random="--vgg-weights random (for tests only: not the metrics' values)")

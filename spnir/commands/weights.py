@@ -2,17 +2,17 @@
 cache, or check a file (the cached one, or ``--from FILE``) against its sha256.
 
 vgg16/vgg19: torchvision's ImageNet VGG file; vgg16-caffe: Oxford's ImageNet VGG16 in Caffe's input convention
-(:data:`spnir.vgg_weights.KNOWN_FILES`). lpips-vgg/dists: the learned weights of LPIPS (VGG) and DISTS, read
+(:data:`spnir.weights.vgg.KNOWN_FILES`). lpips-vgg/dists: the learned weights of LPIPS (VGG) and DISTS, read
 out of an installed ``lpips``/``DISTS_pytorch`` package, a wheel or sdist (``--from``) or the file itself, never
-importing those packages (see :mod:`spnir.perceptual_weights`)."""
+importing those packages (see :mod:`spnir.weights.perceptual`)."""
 from __future__ import annotations
 
 import argparse
 
 from spnir.commands import existing_file
 from spnir.errors import SpnirError
-from spnir.perceptual_weights import LEARNED_FILES, cached_learned_path, install_learned_weights, verify_learned_file
-from spnir.vgg_weights import KNOWN_FILES, cached_vgg_path, install_vgg_weights, verify_vgg_file
+from spnir.weights.perceptual import LEARNED_FILES, cached_learned_path, install_learned_weights, verify_learned_file
+from spnir.weights.vgg import KNOWN_FILES, cached_vgg_path, install_vgg_weights, verify_vgg_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

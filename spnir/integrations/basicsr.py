@@ -42,7 +42,7 @@ from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
 from spnir.spn import DEFAULT_LAYER_WEIGHTS, SPN
 from spnir.train.basicsr import MODEL_TYPES, ModelType, map_negative_loss, map_negatives
-from spnir.vgg_weights import resolve_feature_space
+from spnir.weights.vgg import resolve_feature_space
 
 MODULE = "spnir.integrations.basicsr"  # the module the registered classes name, also when this file runs as __main__
 Options = dict[str, Any]

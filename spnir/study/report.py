@@ -13,7 +13,7 @@ import torch
 
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
-from spnir.metric_suite import METRICS
+from spnir.metrics.suite import METRICS
 from spnir.study.run import collect, eval_datasets, evaluated_model, median_step_seconds, setting_config
 from spnir.study.schema import Setting, Study
 from spnir.study.stats import mean_std, paired_t_test
@@ -235,7 +235,7 @@ def _has_step_s(folder: Path) -> bool:
 
 def feature_space(study: Study, setting: Setting) -> str | None:
     """The SPN feature space of ``setting`` in words; None without a VGG-based negative term."""
-    from spnir.vgg_weights import resolve_feature_space
+    from spnir.weights.vgg import resolve_feature_space
 
     spn = study.run_config(setting, study.seeds[0])["spn"]
     if setting.evaluate_only or not spn["enabled"] or not isinstance(spn["features"], str):

@@ -12,8 +12,8 @@ import torch
 from spnir.atomic import atomic_path, writing
 from spnir.errors import SpnirError
 from spnir.evaluation import Inference, dataset_samples, evaluate_images, model_restore
-from spnir.metric_suite import MetricSuite
 from spnir.metrics import MetricSettings
+from spnir.metrics.suite import MetricSuite
 from spnir.study.schema import Setting, Study
 
 EVAL_SEED = 0  # synthetic evaluation inputs (noise, ...) are drawn with this seed in every run

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from spnir.errors import SpnirError
-from spnir.metric_suite import check_metric_names
+from spnir.metrics.suite import check_metric_names
 from spnir.yamlfile import read_yaml
 
 STUDY_KEYS = ("name", "config", "set", "seeds", "settings", "eval", "metrics", "compare", "baseline")
@@ -111,7 +111,7 @@ def load_study(path: str | Path) -> Study:
 
 def _check_perceptual(path: Path, metrics: list[str], vgg_weights: set[str]) -> None:
     """LPIPS/DISTS can be built on each run's ``val.vgg_weights`` with their learned files, before training."""
-    from spnir.perceptual import PERCEPTUAL
+    from spnir.metrics.perceptual import PERCEPTUAL
 
     for name in (m for m in metrics if m in PERCEPTUAL):
         for weights in sorted(vgg_weights):

@@ -26,8 +26,8 @@ from spnir.ema import ModelEMA
 from spnir.errors import SpnirError, shown
 from spnir.features import VGGFeatures
 from spnir.losses import build_loss
-from spnir.metric_suite import MetricSuite
 from spnir.metrics import MetricSettings
+from spnir.metrics.suite import MetricSuite
 from spnir.negative_sources import SOURCES
 from spnir.spn import SPN, NegativeLoss
 from spnir.train.config import Config, expand_path, import_factory
@@ -35,7 +35,7 @@ from spnir.train.distributed import DistContext, ShardedBatchSampler
 from spnir.train.optim import build_optimizer, build_scheduler
 from spnir.train.trainer import TrainParts
 from spnir.train.validation import Inference, ValidationSet, Validator
-from spnir.vgg_weights import resolve_feature_space
+from spnir.weights.vgg import resolve_feature_space
 
 
 def seed_everything(seed: int) -> None:

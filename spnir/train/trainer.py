@@ -1,7 +1,7 @@
 """The one training loop. Tasks differ only in what :mod:`spnir.train.build` puts into it.
 
 Per iteration (one optimiser step): for each of ``accumulate`` micro-batches, forward (optionally under
-bfloat16/float16 autocast), reconstruction loss plus the SPN term, backward of their sum over ``accumulate``;
+bf16/fp16 autocast), reconstruction loss plus the SPN term, backward of their sum over ``accumulate``;
 then gradient clipping, one device-to-host transfer of the loss terms, the gradient's finiteness, the gradient
 norm (when clipping or logging), the values the negatives' next step decides on (``step_inputs``) and the stop
 flag (all ranks agree), the finiteness check, the optimiser and scheduler step, then the negatives' schedule

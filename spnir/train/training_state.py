@@ -18,8 +18,8 @@ import torch
 
 from spnir.archs.model_files import read_checkpoint
 from spnir.atomic import save_torch_atomic
-from spnir.checksum import with_checksum
 from spnir.errors import SpnirError
+from spnir.weights.checksum import with_checksum
 
 _NAME = re.compile(r"^iter_(\d+)\.pt$")
 

@@ -4,7 +4,7 @@ iteration it came from (kept in checkpoints, so resume keeps it).
 
 Inference is :func:`spnir.evaluation.model_restore` (:func:`spnir.restore.restore_image`, the routine of
 ``spnir restore``): whole images, or tiles (``val.tile``, ``val.tile_overlap``; equal to whole-image inference
-when a tile covers the image), optionally under bfloat16/float16 autocast (``val.amp``)."""
+when a tile covers the image), optionally under bf16/fp16 autocast (``val.amp``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,8 +16,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from spnir.evaluation import Inference, dataset_samples, evaluate_images, model_restore
-from spnir.metric_suite import MetricSuite, is_better
 from spnir.metrics import MetricSettings
+from spnir.metrics.suite import MetricSuite, is_better
 
 
 @dataclass

@@ -38,7 +38,7 @@ def check_runnable(config: Config, origin: str | Origin = "config") -> None:
         _owned(origin, "ema", lambda: check_decay(config["ema"]["decay"], "ema.decay"))
     if config["log"]["wandb"]["project"] is not None:
         _check_wandb(config["log"], origin)
-    from spnir.metric_suite import METRICS, check_metric_names
+    from spnir.metrics.suite import METRICS, check_metric_names
 
     loss = config["loss"]
     _owned(origin, "loss", lambda: build_loss({"type": loss["type"], "loss_weight": loss["weight"], **loss["args"]}),

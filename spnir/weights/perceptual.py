@@ -23,7 +23,7 @@ import torch
 
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
-from spnir.vgg_weights import hub_checkpoint_dir, sha256_of
+from spnir.weights.vgg import hub_checkpoint_dir, sha256_of
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 
 from spnir.errors import SpnirError
-from spnir.metrics import Image, MetricSettings, _prepare, _psnr_of_pixels, _ssim_of_pixels
-from spnir.perceptual import PERCEPTUAL, PerceptualMetric
+from spnir.metrics.perceptual import PERCEPTUAL, PerceptualMetric
+from spnir.metrics.psnr_ssim import Image, MetricSettings, _prepare, _psnr_of_pixels, _ssim_of_pixels
 
 METRICS: tuple[str, ...] = ("psnr", "ssim", "lpips", "dists")
 LOWER_IS_BETTER: frozenset[str] = frozenset({"lpips", "dists"})

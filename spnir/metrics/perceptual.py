@@ -11,7 +11,7 @@ reference packages compute them (``lpips.LPIPS(net="vgg")(x, y, normalize=True)`
   ImageNet-normalised inputs; per channel of the input and of the five stages, a structure and a texture
   similarity of the means / (co)variances, weighted by the learned alpha/beta; ``1 -`` their sum.
 
-The learned weights come from :mod:`spnir.perceptual_weights`; the VGG16 from :mod:`spnir.features`.
+The learned weights come from :mod:`spnir.weights.perceptual`; the VGG16 from :mod:`spnir.features`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from spnir.errors import SpnirError
 from spnir.features import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
-from spnir.perceptual_weights import describe_file, load_learned_state, resolve_learned_weights
+from spnir.weights.perceptual import describe_file, load_learned_state, resolve_learned_weights
 
 STAGES = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 _WIDTHS = (64, 128, 256, 512, 512)

@@ -18,9 +18,8 @@ filtering, averaged over the map and, for RGB, over the three channels.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -231,38 +230,3 @@ class MetricSettings:
     def describe(self) -> str:
         channel = "Y channel" if self.y_channel else "RGB"
         return f"{channel}, border {self.crop_border} px, convention {self.convention}"
-
-
-@dataclass
-class Scores:
-    """Per-image PSNR/SSIM accumulated over a set; ``psnr``/``ssim`` are the means (NaN when empty)."""
-
-    per_image_psnr: list[float] = field(default_factory=list)
-    per_image_ssim: list[float] = field(default_factory=list)
-
-    def add(self, psnr_values: torch.Tensor, ssim_values: torch.Tensor) -> None:
-        self.per_image_psnr.extend(float(v) for v in psnr_values)
-        self.per_image_ssim.extend(float(v) for v in ssim_values)
-
-    @property
-    def images(self) -> int:
-        return len(self.per_image_psnr)
-
-    @property
-    def psnr(self) -> float:
-        return sum(self.per_image_psnr) / self.images if self.images else math.nan
-
-    @property
-    def ssim(self) -> float:
-        return sum(self.per_image_ssim) / self.images if self.images else math.nan
-
-
-def evaluate_pairs(pairs: Iterable[tuple[Image, Image]], settings: MetricSettings) -> Scores:
-    """Mean PSNR/SSIM over ``(output, target)`` pairs, each one image or a same-size batch.
-
-    The one routine behind ``spnir eval`` and the trainer's validation, so both report identical numbers.
-    """
-    scores = Scores()
-    for output, target in pairs:
-        scores.add(*settings.measure(output, target))
-    return scores

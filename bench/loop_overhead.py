@@ -81,7 +81,8 @@ def make_steps(cfg: Config, n_neg: int, vgg: VGGFeatures, device: torch.device, 
     def spn_step(**kw) -> SpnirStep:
         return SpnirStep(copy.deepcopy(base), negatives, copy.deepcopy(vgg), periods, decays, **kw)
 
-    steps = {"plain L1 step": PlainStep(copy.deepcopy(base)), "SPN object": spn_step(), "Trainer": TrainerStep(spn_step(), device),
+    steps = {"plain L1 step": PlainStep(copy.deepcopy(base)), "SPN object": spn_step(),
+             "Trainer": TrainerStep(spn_step(), device),
              "Trainer K=2": TrainerStep(spn_step(), device, accumulate=2),
              "SPN object, 2 halves": HalvesStep(spn_step())}
     if variants:

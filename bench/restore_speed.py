@@ -77,7 +77,8 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--allocator", choices=("kept", "system"), default="kept",
-                        help="freed memory kept in the process (spnir restore's default) or malloc as the system sets it")
+                        help="freed memory kept in the process (spnir restore's default) or malloc as the "
+                             "system sets it")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     set_allocator(args.allocator)

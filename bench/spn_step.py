@@ -341,7 +341,8 @@ def print_across_allocators(system: list[dict], kept: list[dict]) -> None:
         print(f"| {a['config']} | {a['N']} | {r:.3f} | " + " | ".join(f"{b['seconds'][v]:.3f}" for v in variants)
               + " | " + " | ".join(f"{r / b['seconds'][v]:.2f}" for v in variants) + " |")
     if "peak_rss_mib" in system[-1] and "peak_rss_mib" in kept[-1]:
-        print(f"Peak resident memory of the process (all steps of all rows): system {system[-1]['peak_rss_mib']:.0f} MiB, "
+        print("Peak resident memory of the process (all steps of all rows): "
+              f"system {system[-1]['peak_rss_mib']:.0f} MiB, "
               f"kept {kept[-1]['peak_rss_mib']:.0f} MiB")
 
 
@@ -377,7 +378,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = platform.processor() or platform.machine()
     print(f"# SPN step benchmark: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"reps {args.reps}{', quick' if args.quick else ''}, allocator: {args.allocator}; "
           "fp32 unless the column says otherwise", flush=True)

@@ -120,7 +120,8 @@ def _resize_axis(img: torch.Tensor, axis: int, scale: float, antialiasing: bool)
     for band in bands:
         weights = band.weights.to(device=img.device, dtype=img.dtype)
         if axis == -2:
-            out[..., band.out_start : band.out_stop, :] = torch.matmul(weights, img[..., band.in_start : band.in_stop, :])
+            rows = img[..., band.in_start : band.in_stop, :]
+            out[..., band.out_start : band.out_stop, :] = torch.matmul(weights, rows)
         else:
             out[..., band.out_start : band.out_stop] = torch.matmul(img[..., band.in_start : band.in_stop], weights.T)
     return out

@@ -41,13 +41,15 @@ OFFICIAL_LAYOUT = {
     "dehazeformer-s": (496, {"layer1.blocks.7.attn.QK.weight": (48, 24, 1, 1),
                              "layer3.blocks.1.attn.conv.weight": (96, 1, 5, 5)}),
     "dehazeformer-b": (972, {"layer1.blocks.15.attn.QK.weight": (48, 24, 1, 1),
-                             "layer5.blocks.7.mlp.mlp.0.weight": (48, 24, 1, 1), "fusion2.mlp.0.weight": (4, 24, 1, 1)}),
+                             "layer5.blocks.7.mlp.mlp.0.weight": (48, 24, 1, 1),
+                             "fusion2.mlp.0.weight": (4, 24, 1, 1)}),
     "idt": (571, {
         "encoderlayer_0.blocks.3.attn.relative_position_bias_table": (961, 1),
         "encoderlayer_0.blocks.3.attn.Position_Extract.0.weight": (64, 1, 5, 5),
         "encoderlayer_3.blocks.2.attn.Position_Extract.0.weight": (64, 1, 3, 3),
         "encoderlayer_0.blocks.0.attn.relative_position_bias_table": (225, 1),
-        "bottle.blocks.0.attn.qkv.to_kv.weight": (1536, 512), "decoderlayer_0.blocks.1.mlp.linear1.0.weight": (256, 512),
+        "bottle.blocks.0.attn.qkv.to_kv.weight": (1536, 512),
+        "decoderlayer_0.blocks.1.mlp.linear1.0.weight": (256, 512),
         "upsample_1.deconv.0.weight": (512, 128, 2, 2), "dowsample_3.conv.0.weight": (512, 256, 4, 4),
         "input_proj.proj.0.weight": (32, 3, 3, 3), "output_proj.proj.0.weight": (3, 64, 3, 3)}),
 }

@@ -215,7 +215,7 @@ NEG = {"type": "PerceptualLoss", "layer_weights": {"relu1_2": 0.2, "relu2_2": 0.
 def test_srmodel_maps_to_the_preset_trains_plain_and_refuses_a_real_perceptual_loss(tmp_path):
     notes: list[str] = []
     config = _load(tmp_path, _edsr("SRModel", use_grad_clip=0.5, neg_iter=[10], ema_decay=0.999), notes)
-    assert config["model"]["name"] == "edsr-baseline" and config["model"]["scale"] == 2 and config["model"]["args"] == {}
+    assert (config["model"]["name"], config["model"]["scale"], config["model"]["args"]) == ("edsr-baseline", 2, {})
     assert config["data"]["train"]["batch_size"] == 32 and config["data"]["train"]["enlarge"] == 100
     assert config["spn"]["enabled"] is False and config["train"]["grad_clip"] is None
     assert config["ema"]["decay"] == 0.999 and config["val"]["use_ema"] is True  # SRModel.test() runs net_g_ema

@@ -103,7 +103,8 @@ def test_blur_kernels_sum_to_one_and_keep_constants(kernel):
 
 def test_motion_kernel_direction_and_blur_effect():
     vertical = D.motion_kernel(5, 0)
-    assert float(vertical[:, vertical.shape[1] // 2].sum()) == pytest.approx(1.0)  # the whole line sits in the centre column
+    # the whole line sits in the centre column
+    assert float(vertical[:, vertical.shape[1] // 2].sum()) == pytest.approx(1.0)
     x = img()
     blurred = D.blur(x, D.gaussian_kernel(2.0))
     assert blurred.shape == x.shape and blurred.std() < x.std()

@@ -32,7 +32,8 @@ def test_cuda_without_a_gpu_is_an_error_everywhere(tmp_path, capsys):
     image.write_bytes(b"")
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"")
-    assert main(["restore", str(image), "--checkpoint", str(weights), "--out", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    assert main(["restore", str(image), "--checkpoint", str(weights), "--out", str(tmp_path / "out"),
+                 "--device", "cuda"]) == 2
     assert "--device = cuda, but torch sees no CUDA device" in capsys.readouterr().err
     assert main(["eval", "--scale", "2", "--data", str(tmp_path), "--device", "cuda:1"]) == 2
     assert "--device = cuda:1, but torch sees no CUDA device" in capsys.readouterr().err

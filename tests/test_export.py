@@ -16,7 +16,8 @@ from spnir.archs.registry import get_preset
 from spnir.cli import main
 from spnir.errors import SpnirError
 
-onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed (pip install 'spnir[export]')")
+onnxruntime = pytest.importorskip("onnxruntime",
+                                  reason="the export extra is not installed (pip install 'spnir[export]')")
 
 from spnir.export import TOLERANCE, export_onnx, export_safetensors, metadata_of, min_size  # noqa: E402
 

@@ -17,7 +17,8 @@ from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
 from spnir.weights.vgg import cached_vgg_path, install_vgg_weights, resolve_feature_space
 
-CAFFE_FILE = Path(__file__).resolve().parents[1] / "../shared/data/pretrained/vgg16_caffe/vgg16_caffe_features.safetensors"
+SHARED = Path(__file__).resolve().parents[1] / "../shared"
+CAFFE_FILE = SHARED / "data/pretrained/vgg16_caffe/vgg16_caffe_features.safetensors"
 needs_caffe_file = pytest.mark.skipif(not CAFFE_FILE.is_file(),
                                       reason=f"the Caffe VGG16 file is not here ({CAFFE_FILE}): ../shared is absent")
 CAFFE_METADATA = {"input": "caffe: RGB in [0,1] -> x255 -> BGR -> minus mean (103.939, 116.779, 123.68) BGR"}
@@ -26,7 +27,8 @@ CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 POOL_AFTER = (2, 7, 14, 21, 28)
 
 
-def reference_features(state: dict[str, torch.Tensor], x: torch.Tensor, wanted: dict[str, int]) -> dict[str, torch.Tensor]:
+def reference_features(state: dict[str, torch.Tensor], x: torch.Tensor,
+                       wanted: dict[str, int]) -> dict[str, torch.Tensor]:
     """An independent VGG16 forward: Caffe's transform, then conv/ReLU/pool with torch.nn.functional."""
     h = x * 255.0
     h = h[:, [2, 1, 0]] - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)

@@ -63,10 +63,12 @@ class Case:
 
 CASES = [
     # images, through restore and eval (a bad image is skipped: exit 1 for restore, the set partly measured for eval)
-    Case("restore-truncated", "restore {img/truncated.png} {img/good.png} --checkpoint {ckpt/sr.safetensors} --out {out}", 1),
+    Case("restore-truncated", "restore {img/truncated.png} {img/good.png} --checkpoint {ckpt/sr.safetensors} --out "
+                              "{out}", 1),
     Case("restore-bomb", "restore {img/bomb.png} {img/good.png} --checkpoint {ckpt/sr.safetensors} --out {out}", 1),
     Case("restore-16bit", "restore {img/wide.png} {img/good.png} --checkpoint {ckpt/sr.safetensors} --out {out}", 1),
-    Case("restore-not-an-image", "restore {img/fake.png} {img/good.png} --checkpoint {ckpt/sr.safetensors} --out {out}", 1),
+    Case("restore-not-an-image", "restore {img/fake.png} {img/good.png} --checkpoint {ckpt/sr.safetensors} --out "
+                                 "{out}", 1),
     Case("restore-transparent", "restore {img/transparent.png} --checkpoint {ckpt/sr.safetensors} --out {out}", 1),
     Case("restore-cmyk", "restore {img/cmyk.jpg} --checkpoint {ckpt/sr.safetensors} --out {out}", 0),  # noted
     Case("restore-palette", "restore {img/palette.png} --checkpoint {ckpt/sr.safetensors} --out {out}", 0, 0),
@@ -78,13 +80,19 @@ CASES = [
     Case("eval-nothing-measured", "eval --model bicubic --scale 2 --data {set/empty-of-images}", 1),
     Case("eval-unpaired", "eval --model bicubic --task dehaze --pair {set/lonely-lq} {set/lonely-gt}", 2),
     # checkpoints, through restore, eval and export
-    Case("restore-pickle-payload", "restore {img/good.png} --model edsr-baseline --scale 2 --checkpoint {ckpt/payload.pt} --out {out}", 2),
-    Case("restore-random-bytes", "restore {img/good.png} --model edsr-baseline --scale 2 --checkpoint {ckpt/random.pt} --out {out}", 2),
-    Case("restore-foreign-state", "restore {img/good.png} --model edsr-baseline --scale 2 --checkpoint {ckpt/foreign.pt} --out {out}", 2),
+    Case("restore-pickle-payload", "restore {img/good.png} --model edsr-baseline --scale 2 --checkpoint "
+                                   "{ckpt/payload.pt} --out {out}", 2),
+    Case("restore-random-bytes", "restore {img/good.png} --model edsr-baseline --scale 2 --checkpoint {ckpt/random.pt} "
+                                 "--out {out}", 2),
+    Case("restore-foreign-state", "restore {img/good.png} --model edsr-baseline --scale 2 --checkpoint "
+                                  "{ckpt/foreign.pt} --out {out}", 2),
     Case("restore-truncated-ckpt", "restore {img/good.png} --checkpoint {ckpt/truncated.safetensors} --out {out}", 2),
-    Case("eval-pickle-payload", "eval --model edsr-baseline --scale 2 --checkpoint {ckpt/payload.pt} --data {set/good}", 2),
-    Case("export-pickle-payload", "export --model edsr-baseline --scale 2 --checkpoint {ckpt/payload.pt} --out {out}/m.safetensors", 2),
-    Case("export-random-bytes", "export --model edsr-baseline --scale 2 --checkpoint {ckpt/random.pt} --out {out}/m.safetensors", 2),
+    Case("eval-pickle-payload", "eval --model edsr-baseline --scale 2 --checkpoint {ckpt/payload.pt} --data "
+                                "{set/good}", 2),
+    Case("export-pickle-payload", "export --model edsr-baseline --scale 2 --checkpoint {ckpt/payload.pt} --out "
+                                  "{out}/m.safetensors", 2),
+    Case("export-random-bytes", "export --model edsr-baseline --scale 2 --checkpoint {ckpt/random.pt} --out "
+                                "{out}/m.safetensors", 2),
     Case("export-opset-7", "export --checkpoint {ckpt/sr.safetensors} --out {out}/m.onnx --opset 7", 2),
     Case("export-size-9000", "export --checkpoint {ckpt/sr.safetensors} --out {out}/m.onnx --size 9000 --dynamic", 2),
     Case("export-out-folder", "export --checkpoint {ckpt/sr.safetensors} --out {img}/", 2),
@@ -94,8 +102,10 @@ CASES = [
     Case("eval-json-full-disk", "eval --model bicubic --scale 2 --data {set/good} --json {full}/r.json", 2),
     Case("export-full-disk", "export --checkpoint {ckpt/sr.safetensors} --out {full}/m.safetensors", 2),
     Case("export-read-only", "export --checkpoint {ckpt/sr.safetensors} --out {ro}/m.safetensors", 2),
-    Case("restore-interrupted-rerun", "restore {set/good} --checkpoint {ckpt/sr.safetensors} --out {interrupted-restore}", 2),
-    Case("restore-interrupted-continue", "restore {set/good} --checkpoint {ckpt/sr.safetensors} --out {interrupted-restore} --skip-existing", 0, 0),
+    Case("restore-interrupted-rerun", "restore {set/good} --checkpoint {ckpt/sr.safetensors} --out "
+                                      "{interrupted-restore}", 2),
+    Case("restore-interrupted-continue", "restore {set/good} --checkpoint {ckpt/sr.safetensors} --out "
+                                         "{interrupted-restore} --skip-existing", 0, 0),
     # YAML and run folders, through train and study
     Case("train-hostile-yaml", "train -c {yaml/hostile.yml} --out {out}", 2),
     Case("train-deep-yaml", "train -c {yaml/deep.yml} --out {out}", 2),
@@ -246,7 +256,8 @@ class Corpus:
 
     def _mount(self, path: Path, options: str) -> None:
         path.mkdir(parents=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=False, capture_output=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=False,
+                              capture_output=True)
         if done.returncode:
             pytest.skip(f"cannot mount a tmpfs ({done.stderr.decode().strip() or 'not root'})")
         self.mounts.append(path)

@@ -258,7 +258,8 @@ def small_tmpfs(tmp_path):
     """A real 1 MiB file system (tests run as root); skipped where mounting is not allowed."""
     folder = tmp_path / "full"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=False, capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=False,
+                             capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs ({mounted.stderr.decode().strip() or 'not root'})")
     try:

@@ -1,4 +1,5 @@
-"""Config validation, --set overrides, ${VAR} paths and the learning-rate schedules (the BasicSR mapping: test_basicsr_mapping.py)."""
+"""Config validation, --set overrides, ${VAR} paths and the learning-rate schedules (the BasicSR mapping:
+test_basicsr_mapping.py)."""
 from __future__ import annotations
 
 import math

@@ -102,7 +102,8 @@ def test_sigkill_of_cli_process_then_resume(data, tmp_path):
 
 
 def test_injected_nan_stops_naming_iteration_and_term(data, tmp_path):
-    config = tiny_config(spn=False, total=6, model={"name": "train_support:NaNAfter", "scale": None, "args": {"after": 4}})
+    config = tiny_config(spn=False, total=6,
+                         model={"name": "train_support:NaNAfter", "scale": None, "args": {"after": 4}})
     config["data"]["train"]["degradations"] = [{"type": "noise", "sigma": 10}]
     config["data"]["val"] = []
     with pytest.raises(TrainingDiverged, match=r"loss term 'pix' is nan at iteration 4; training stopped, "

@@ -115,5 +115,6 @@ def test_the_python_api_refuses_the_long_dtype_spelling_too():
     from spnir.negative_sources import InputNegatives
 
     with pytest.raises(SpnirError, match="feature_dtype = 'bfloat16': write bf16"):
-        NegativeLoss(InputNegatives(), layer_weights={"raw": 1.0}, features=lambda x: {"raw": x}, feature_dtype="bfloat16")
+        NegativeLoss(InputNegatives(), layer_weights={"raw": 1.0}, features=lambda x: {"raw": x},
+                     feature_dtype="bfloat16")
     assert autocast_dtype("fp16", "val.amp") is torch.float16 and autocast_dtype("none") is None

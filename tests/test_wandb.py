@@ -73,7 +73,8 @@ def test_log_wandb_needs_tensorboard_and_the_package(data: Path, monkeypatch: py
     with pytest.raises(SpnirError, match="log.wandb syncs the TensorBoard events: set log.tensorboard: true"):
         validate(tiny_config(log={"tensorboard": False, "wandb": WANDB}))
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
-    with pytest.raises(SpnirError, match=r"log.wandb needs wandb, which is not installed: pip install 'spnir\[wandb\]'"):
+    missing = r"log.wandb needs wandb, which is not installed: pip install 'spnir\[wandb\]'"
+    with pytest.raises(SpnirError, match=missing):
         validate(tiny_config(log={"tensorboard": True, "wandb": WANDB}))
     assert validate(tiny_config())["log"]["wandb"] == {"project": None, "name": None, "mode": "offline", "id": None}
 

@@ -62,7 +62,8 @@ def accepted_arguments(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> di
 def check_arguments(fn: Callable[..., Any], args: Mapping[str, Any], what: str, where: str = "",
                     skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """``args`` checked against ``fn``'s keyword arguments (see :func:`accepted_arguments`) and converted as
-    :func:`spnir.coerce.conform` reads YAML (``1e-4`` becomes a number where a number is expected). ``what`` names the builder in messages
+    :func:`spnir.coerce.conform` reads YAML (``1e-4`` becomes a number where a number is expected). ``what`` names
+    the builder in messages
     ("preset 'edsr'"), ``where`` prefixes each key ("model.args.", "--set "); ``skip`` are arguments the caller
     passes itself (``scale``)."""
     accepted = accepted_arguments(fn, skip)

@@ -32,7 +32,8 @@ from spnir.progress import note, progress
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
-    parser.add_argument("--out", required=True, type=output_folder, help="output folder, not an input folder (file names are kept)")
+    parser.add_argument("--out", required=True, type=output_folder,
+                        help="output folder, not an input folder (file names are kept)")
     parser.add_argument("--checkpoint", required=True, type=existing_file,
                         help=".pth/.pt/.safetensors weights (official or spnir)")
     parser.add_argument("--model", type=preset_name,

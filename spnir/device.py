@@ -30,10 +30,7 @@ def pick_device(preference: str | None = "auto", local_rank: int = 0, setting: s
     return torch.device("cuda", index)
 
 
-__all__ = ["pick_device"]
-
-
-# Reduced precisions of autocast, spelled as torch spells them; the short names are refused with the right one.
+# Reduced precisions of autocast, spelled bf16 and fp16; other spellings are refused naming the one to use.
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 DTYPE_SPELLINGS: dict[str, str] = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "fp32": "float32"}
 

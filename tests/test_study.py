@@ -118,6 +118,19 @@ def test_study_runs_skips_finished_resumes_interrupted_and_reports(tmp_path, mon
     assert (tmp_path / "report" / "curves.png").is_file() and (tmp_path / "report" / "comparison.png").is_file()
 
 
+def test_study_file_values_are_checked_like_the_config(tmp_path):
+    with pytest.raises(SpnirError, match=r"study.yml: unknown key 'sedes'; did you mean seeds\?"):
+        load_study(write_study(tmp_path, sedes=[0]))
+    with pytest.raises(SpnirError, match=r"study.yml: seeds = \['one'\]: expected a list of integers"):
+        load_study(write_study(tmp_path, seeds=["one"]))
+    with pytest.raises(SpnirError, match=r"settings\[0\]: unknown key 'sett'; did you mean set\?"):
+        load_study(write_study(tmp_path, settings=[{"name": "a", "sett": []}]))
+    with pytest.raises(SpnirError, match=r"settings\[0\]: evaluate_only = 'yes': expected true or false"):
+        load_study(write_study(tmp_path, settings=[{"name": "a", "evaluate_only": "yes"}]))
+    study = load_study(write_study(tmp_path, seeds=3))  # one value where a list is expected: a list of one
+    assert study.seeds == [3]
+
+
 def test_bad_study_files(tmp_path):
     with pytest.raises(SpnirError, match="--only names"):
         run_study(load_study(write_study(tmp_path)), tmp_path / "out", only=["spm"])

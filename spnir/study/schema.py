@@ -2,15 +2,24 @@
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spnir.errors import SpnirError
+from spnir.coerce import conform, describe_type
+from spnir.errors import SpnirError, shown
 from spnir.metrics.suite import check_metric_names
 from spnir.yamlfile import read_yaml
 
-STUDY_KEYS = ("name", "config", "set", "seeds", "settings", "eval", "metrics", "compare", "baseline")
+# The study file's keys and the types they take (checked by :func:`spnir.coerce.conform`, like the training config).
+STUDY_KEYS: dict[str, Any] = {
+    "name": str, "config": str | dict[str, Any], "set": list[str] | None, "seeds": list[int],
+    "settings": list[dict[str, Any]], "eval": list[dict[str, Any]] | None, "metrics": list[str],
+    "compare": dict[str, Any] | None, "baseline": str | list[str],
+}
+SETTING_KEYS: dict[str, Any] = {"name": str, "set": list[str] | None, "evaluate_only": bool,
+                                "equal_compute": dict[str, str] | None}
 DEFAULT_METRICS = ("psnr", "ssim")  # what metrics.json holds per image when the study file names none
 RUN_LAYOUT = "runs/{setting}/seed{seed}"  # a run's folder under the study's output folder
 
@@ -71,33 +80,26 @@ def load_study(path: str | Path) -> Study:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpnirError(f"{path}: expected a mapping of settings at the top level")
-    unknown = [k for k in raw if k not in STUDY_KEYS]
-    if unknown:
-        raise SpnirError(f"{path}: unknown key(s) {unknown}; known: {', '.join(STUDY_KEYS)}")
-    for key in ("config", "settings"):
-        if key not in raw:
-            raise SpnirError(f"{path}: missing required key {key!r}")
+    raw = _checked(raw, STUDY_KEYS, str(path), required=("config", "settings"))
     config = raw["config"]
     if isinstance(config, str):
         config = str(path.parent / config)
-    elif not isinstance(config, dict):
-        raise SpnirError(f"{path}: config must be a file name or a mapping, got {config!r}")
-    settings = [_setting(path, i, entry) for i, entry in enumerate(raw["settings"] or [])]
+    settings = [_setting(path, i, entry) for i, entry in enumerate(raw["settings"])]
     names = [s.name for s in settings]
     if not settings or len(set(names)) != len(names):
         raise SpnirError(f"{path}: settings need distinct names, got {names}")
     _check_equal_compute(path, settings)
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise SpnirError(f"{path}: seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    if not seeds or any(s < 0 for s in seeds):
+        raise SpnirError(f"{path}: seeds must be a non-empty list of integers >= 0, got {shown(seeds)}")
     baselines = raw.get("baseline", names[0])
-    baselines = [str(b) for b in (baselines if isinstance(baselines, list) else [baselines])]
+    baselines = baselines if isinstance(baselines, list) else [baselines]
     for baseline in baselines:
         if baseline not in names:
             raise SpnirError(f"{path}: baseline {baseline!r} is not one of the settings {names}")
     metrics = check_metric_names(raw.get("metrics", DEFAULT_METRICS), f"{path}: metrics")
-    study = Study(name=str(raw.get("name", path.stem)), config=config, common=[str(s) for s in raw.get("set") or []],
-                  seeds=seeds, settings=settings, eval_sets=raw.get("eval"), compare=dict(raw.get("compare") or {}),
+    study = Study(name=raw.get("name", path.stem), config=config, common=raw.get("set") or [],
+                  seeds=seeds, settings=settings, eval_sets=raw.get("eval"), compare=raw.get("compare") or {},
                   baselines=baselines, source=str(path), metrics=metrics)
     vgg_weights = set()
     for setting in settings:  # fail before any training
@@ -107,6 +109,25 @@ def load_study(path: str | Path) -> Study:
             raise SpnirError(f"{path}: setting {setting.name!r}: {exc}") from exc
     _check_perceptual(path, metrics, vgg_weights)
     return study
+
+
+def _checked(raw: dict[str, Any], keys: dict[str, Any], where: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``raw`` with each value converted to its key's type; an unknown key (with the near match), a missing
+    required one or a value of the wrong type is an error naming it."""
+    for key in raw:
+        if key not in keys:
+            near = difflib.get_close_matches(str(key), list(keys), n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise SpnirError(f"{where}: unknown key {shown(key)}{hint} (known: {', '.join(keys)})")
+    for key in required:
+        if key not in raw:
+            raise SpnirError(f"{where}: missing required key {key!r}")
+    out = {}
+    for key, value in raw.items():
+        ok, out[key] = conform(value, keys[key])
+        if not ok:
+            raise SpnirError(f"{where}: {key} = {shown(value)}: expected {describe_type(keys[key])}")
+    return out
 
 
 def _check_perceptual(path: Path, metrics: list[str], vgg_weights: set[str]) -> None:
@@ -122,21 +143,16 @@ def _check_perceptual(path: Path, metrics: list[str], vgg_weights: set[str]) -> 
                                  f"{weights!r}): {exc}") from exc
 
 
-SETTING_KEYS = ("name", "set", "evaluate_only", "equal_compute")
-
-
-def _setting(path: Path, i: int, entry: Any) -> Setting:
-    if not isinstance(entry, dict) or "name" not in entry or set(entry) - set(SETTING_KEYS):
-        raise SpnirError(f"{path}: settings[{i}] must be {{name: ..., set: [key=value, ...]}} (optional keys "
-                         f"evaluate_only, equal_compute), got {entry!r}")
+def _setting(path: Path, i: int, entry: dict[str, Any]) -> Setting:
+    entry = _checked(entry, SETTING_KEYS, f"{path}: settings[{i}]", required=("name",))
     equal = entry.get("equal_compute")
-    if equal is not None and (not isinstance(equal, dict) or set(equal) != {"of", "base"}):
+    if equal is not None and set(equal) != {"of", "base"}:
         raise SpnirError(f"{path}: settings[{i}].equal_compute must be {{of: SETTING, base: SETTING}}, got {equal!r}")
     only = entry.get("evaluate_only", False)
-    if not isinstance(only, bool) or (only and (equal or entry.get("set"))):
-        raise SpnirError(f"{path}: settings[{i}].evaluate_only must be true/false, without set or equal_compute")
-    return Setting(str(entry["name"]), [str(s) for s in entry.get("set") or []], only,
-                   (str(equal["of"]), str(equal["base"])) if equal else None)
+    if only and (equal or entry.get("set")):
+        raise SpnirError(f"{path}: settings[{i}]: evaluate_only runs no training, so it takes no set or "
+                         "equal_compute")
+    return Setting(entry["name"], entry.get("set") or [], only, (equal["of"], equal["base"]) if equal else None)
 
 
 def _check_equal_compute(path: Path, settings: list[Setting]) -> None:

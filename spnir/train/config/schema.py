@@ -328,7 +328,7 @@ def _check_value(value: Any, spec: Field, name: str, origin: Origin) -> Any:
                          f"{_describe(spec)}")
     if spec.spellings and value in spec.spellings:
         raise SpnirError(f"{origin.at(name)}: {name} = {shown(value)}: write {spec.spellings[value]} (dtypes are "
-                         "spelled as torch spells them)")
+                         "spelled bf16, fp16, float32)")
     if spec.choices is not None and value not in spec.choices:
         lowered = {str(c).lower(): c for c in spec.choices}
         if str(value).lower() in lowered:

@@ -110,10 +110,10 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int = 400, vgg_weigh
     """Train and evaluate both runs, write the report, print the table; returns the report's path. A folder
     that holds a demo already is refused unless ``overwrite``."""
     if iterations < 2:
-        raise SpnirError(f"--iterations must be at least 2; got {iterations}")
+        raise SpnirError(f"iterations must be at least 2 (the demo validates twice per run); got {iterations}")
     out_dir = Path(out_dir)
     if _holds_demo(out_dir) and not overwrite:
-        raise SpnirError(f"{out_dir} already holds a demo; give another --out, or --overwrite to replace it")
+        raise SpnirError(f"{out_dir} already holds a demo; choose another output folder, or overwrite it")
     weights, chosen = choose_vgg_weights(vgg_weights)
     print(f"spnir demo: feature space of the SPN run: {chosen}")
     study = demo_study(iterations, weights)
@@ -123,7 +123,7 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int = 400, vgg_weigh
         start = time.monotonic()
         if not run_study(study, out_dir, only=[setting.name], log=lambda line: None, overwrite=overwrite):
             raise SpnirError(f"the {LABELS[setting.name]} run stopped early (interrupted); "
-                             f"run the demo again with --overwrite")
+                             "run the demo again, overwriting it")
         seconds[setting.name] = time.monotonic() - start
     report = DemoReport(study, out_dir, seconds, chosen)
     path = report.write()

@@ -15,7 +15,6 @@ refused naming the need, what is free and a ``--tile`` size that fits.
 """
 from __future__ import annotations
 
-import itertools
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,7 @@ def blend_ramp(size: int, ramp: int, rise: bool, fall: bool) -> torch.Tensor:
 
 def _ensemble_transforms() -> list[tuple[bool, bool, bool]]:
     """(transpose, flip rows, flip columns): the 8 symmetries of the square."""
-    return list(itertools.product((False, True), repeat=3))
+    return [(t, fh, fw) for t in (False, True) for fh in (False, True) for fw in (False, True)]
 
 
 def _apply(x: torch.Tensor, transpose: bool, flip_h: bool, flip_w: bool) -> torch.Tensor:
@@ -82,10 +81,10 @@ class _TileRunner:
 
     def __call__(self, tile: torch.Tensor) -> torch.Tensor:
         x = tile.to(self.device, self.dtype)
-        total = None
-        for transform in self.transforms:
-            y = _invert(self._run(_apply(x, *transform)), *transform).float()
-            total = y if total is None else total + y
+        outputs = (_invert(self._run(_apply(x, *transform)), *transform).float() for transform in self.transforms)
+        total = next(outputs)
+        for y in outputs:
+            total = total + y
         return total / len(self.transforms) if len(self.transforms) > 1 else total
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,6 +149,7 @@ def _restore_tiled(run: _TileRunner, lq: torch.Tensor, scale: int, tile: int, ov
                 out = torch.zeros(n, y.shape[1], h * scale, w * scale, device=lq.device)
             weight = (wy[:, None] * wx[None, :]).to(lq.device)
             out[:, :, top * scale:(top + th) * scale, left * scale:(left + tw) * scale] += y * weight
+    assert out is not None  # an image has at least one tile
     return out / (row_sum[:, None] * col_sum[None, :]).to(lq.device)
 
 

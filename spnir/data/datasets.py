@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset
@@ -23,6 +24,22 @@ from spnir.errors import SpnirError
 from spnir.imageio import header_size, list_images, read_image, to_gray
 
 
+class Items(Protocol):
+    """A sized, indexable set of item dicts (``{"lq", "gt", ...}``): every dataset here."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ImageSource(Items, Protocol):
+    """Items whose GT sizes are known without decoding (:class:`CleanImages`, :class:`MergedImages`,
+    :class:`~spnir.data.paired.PairedFolder`); :class:`PatchDataset` checks its patch size against them up front."""
+
+    def gt_sizes(self) -> list[tuple[str, int, int]]: ...
+
+
 class CleanImages(Dataset):
     """Clean (GT-only) images: a folder, the builtin set, or tensors. Items: ``{"gt", "gt_path"}`` and
     ``"depth"`` ``(1, H, W)`` where one is known (builtin ``motorcycle_left``)."""
@@ -30,11 +47,16 @@ class CleanImages(Dataset):
     def __init__(self, images: Sequence[torch.Tensor] | None = None, names: Sequence[str] | None = None,
                  depths: Sequence[torch.Tensor | None] | None = None,
                  paths: Sequence[str | os.PathLike] | None = None) -> None:
-        if (images is None) == (paths is None):
+        self.paths: list[Path] | None = None
+        self.images: list[torch.Tensor] | None = None
+        if paths is not None and images is None:
+            self.paths = [Path(p) for p in paths]
+            count = len(self.paths)
+        elif images is not None and paths is None:
+            self.images = list(images)
+            count = len(self.images)
+        else:
             raise SpnirError("CleanImages needs either images (tensors) or paths (files)")
-        self.paths = [Path(p) for p in paths] if paths is not None else None
-        self.images = list(images) if images is not None else None
-        count = len(self.paths) if self.paths is not None else len(self.images)
         if count == 0:
             raise SpnirError("CleanImages: no images given")
         self.names = list(names) if names is not None else (
@@ -43,7 +65,8 @@ class CleanImages(Dataset):
         self.skipped: list[tuple[str, str]] = []  # (file, reason) of images from_folder left out
         if len(self.names) != count or len(self.depths) != count:
             raise SpnirError(f"CleanImages: {count} images but {len(self.names)} names and {len(self.depths)} depths")
-        for name, img, d in zip(self.names, self.images or [None] * count, self.depths):
+        tensors: list[torch.Tensor | None] = list(self.images) if self.images is not None else [None] * count
+        for name, img, d in zip(self.names, tensors, self.depths):
             if img is not None and (img.dim() != 3 or img.shape[0] != 3):
                 raise SpnirError(f"{name}: expected a (3, H, W) image tensor, got {tuple(img.shape)}")
             if d is not None and img is not None and d.shape[-2:] != img.shape[-2:]:
@@ -88,10 +111,15 @@ class CleanImages(Dataset):
         """``(name, H, W)`` per image, from file headers or tensor shapes."""
         if self.paths is not None:
             return [(str(p), *header_size(p)) for p in self.paths]
-        return [(n, *img.shape[-2:]) for n, img in zip(self.names, self.images)]
+        assert self.images is not None  # __init__ sets one of paths and images
+        return [(n, img.shape[-2], img.shape[-1]) for n, img in zip(self.names, self.images)]
 
     def __getitem__(self, index: int) -> dict:
-        gt = read_image(self.paths[index]) if self.paths is not None else self.images[index]
+        if self.paths is not None:
+            gt = read_image(self.paths[index])
+        else:
+            assert self.images is not None  # __init__ sets one of paths and images
+            gt = self.images[index]
         item = {"gt": gt, "gt_path": self.names[index]}
         if self.depths[index] is not None:
             item["depth"] = self.depths[index]
@@ -101,15 +129,19 @@ class CleanImages(Dataset):
 class MergedImages(ConcatDataset):
     """Several clean-image sources as one (e.g. a folder and the builtin photographs)."""
 
+    def __init__(self, sources: Sequence[CleanImages]) -> None:
+        super().__init__(sources)
+        self.sources = list(sources)
+
     def gt_sizes(self) -> list[tuple[str, int, int]]:
-        return [size for source in self.datasets for size in source.gt_sizes()]
+        return [size for source in self.sources for size in source.gt_sizes()]
 
 
 class Grayscale(Dataset):
     """Items of ``source`` with ``gt`` (and ``lq`` when present) as one channel (:func:`spnir.imageio.to_gray`),
     for 1-channel models: grayscale files keep their own values, colour images become MATLAB ``rgb2gray``."""
 
-    def __init__(self, source: Dataset) -> None:
+    def __init__(self, source: ImageSource) -> None:
         self.source = source
         self.scale = getattr(source, "scale", 1)
 
@@ -156,12 +188,12 @@ class PatchDataset(Dataset):
     Items: ``{"lq", "gt", "lq_path", "gt_path"}`` (for clean sources ``lq_path`` equals ``gt_path``).
     """
 
-    def __init__(self, source: Dataset, patch_size: int, scale: int | None = None,
+    def __init__(self, source: Items, patch_size: int, scale: int | None = None,
                  degradation: Compose | None = None, hflip: bool = True, vflip: bool = True, rot90: bool = True,
                  enlarge_ratio: int = 1, base_seed: int = 0, cache: bool = False) -> None:
         self.source, self.degradation = source, degradation
         self.paired = degradation is None
-        implied = getattr(source, "scale", 1) if self.paired else degradation.scale
+        implied = getattr(source, "scale", 1) if degradation is None else degradation.scale
         if scale is not None and scale != implied:
             what = "source" if self.paired else "degradation pipeline"
             raise SpnirError(f"scale {scale} does not match the {what}'s scale {implied}")
@@ -174,17 +206,17 @@ class PatchDataset(Dataset):
             raise SpnirError("training source holds no images")
         self.patch_size, self.enlarge_ratio, self.base_seed = patch_size, enlarge_ratio, base_seed
         self.flips = {"hflip": hflip, "vflip": vflip, "rot90": rot90}
-        self.wants_depth = not self.paired and any(s.type.wants_depth for s in degradation.steps)
+        self.wants_depth = degradation is not None and any(s.type.wants_depth for s in degradation.steps)
         self.epoch = 0
         self._cache: list[dict] | None = [_compact(source[i]) for i in range(len(source))] if cache else None
         self._check_sizes()
-        if not self.paired:
-            self._check_pipeline()
+        if degradation is not None:
+            self._check_pipeline(degradation)
 
     def _check_sizes(self) -> None:
         if self._cache is not None:
             sizes = [(item["gt_path"], *item["gt"].shape[-2:]) for item in self._cache]
-        elif hasattr(self.source, "gt_sizes"):
+        elif isinstance(self.source, ImageSource):
             sizes = self.source.gt_sizes()
         else:
             return
@@ -195,11 +227,11 @@ class PatchDataset(Dataset):
                              f"(WxH): {listed}{' ...' if len(small) > 3 else ''}; lower the patch size or "
                              "drop those images")
 
-    def _check_pipeline(self) -> None:
+    def _check_pipeline(self, degradation: Compose) -> None:
         """Run the degradation once on a blank patch so that a wrong pipeline fails here, not in training."""
         patch = torch.full((3, self.patch_size, self.patch_size), 0.5)
         depth = depth_proxy(self.patch_size, self.patch_size) if self.wants_depth else None
-        lq = self.degradation(patch, torch.Generator().manual_seed(0), depth=depth)
+        lq = degradation(patch, torch.Generator().manual_seed(0), depth=depth)
         want = self.patch_size // self.scale
         if lq.shape != (3, want, want):
             raise SpnirError(f"degradation turned a {self.patch_size}px patch into {tuple(lq.shape)}; "
@@ -218,7 +250,7 @@ class PatchDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         g = sample_generator(self.base_seed, epoch, index)
         item = self._item(index)
-        if self.paired:
+        if self.degradation is None:
             lq, gt = paired_random_crop(item["lq"], item["gt"], self.patch_size, self.scale, g, name=item["lq_path"])
             lq, gt = augment([lq, gt], g, **self.flips)
             return {"lq": _as_float(lq), "gt": _as_float(gt), "lq_path": item["lq_path"], "gt_path": item["gt_path"]}
@@ -248,7 +280,7 @@ class SyntheticPairs(Dataset):
     scale and degraded with a generator fixed by ``(seed, index)``, so every evaluation sees the same LQ.
     Items match :class:`~spnir.data.paired.PairedFolder`'s (``lq_path`` equals ``gt_path``)."""
 
-    def __init__(self, source: Dataset, degradation: Compose, seed: int = 0) -> None:
+    def __init__(self, source: Items, degradation: Compose, seed: int = 0) -> None:
         if len(source) == 0:
             raise SpnirError("validation source holds no images")
         self.source, self.degradation, self.seed = source, degradation, seed

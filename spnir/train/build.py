@@ -9,7 +9,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from spnir.archs import create_model
 from spnir.archs.model_files import load_checkpoint, model_from_checkpoint
-from spnir.data.datasets import CleanImages, Grayscale, MergedImages, PatchDataset, SyntheticPairs
-from spnir.data.degrade import build_degradation
+from spnir.data.datasets import CleanImages, Grayscale, ImageSource, Items, MergedImages, PatchDataset, SyntheticPairs
+from spnir.data.degrade import Compose, build_degradation
 from spnir.data.paired import OnError, PairedFolder
 from spnir.data.sampling import EpochSampler
 from spnir.ema import ModelEMA
@@ -61,13 +61,15 @@ def build_model(model_cfg: Config) -> nn.Module:
 BUILTIN_PREFIX = "builtin:"
 
 
-def _source(entry: Config, scale: int, where: str, verify: bool, on_error: OnError) -> tuple[Dataset, Any]:
+def _source(entry: Config, scale: int, where: str, verify: bool,
+            on_error: OnError) -> tuple[ImageSource, Compose | None]:
     """``(dataset, degradation or None)`` of one data entry (one channel when ``channels: 1``)."""
     dataset, degradation = _color_source(entry, scale, where, verify, on_error)
     return (Grayscale(dataset) if entry["channels"] == 1 else dataset), degradation
 
 
-def _color_source(entry: Config, scale: int, where: str, verify: bool, on_error: OnError) -> tuple[Dataset, Any]:
+def _color_source(entry: Config, scale: int, where: str, verify: bool,
+                  on_error: OnError) -> tuple[ImageSource, Compose | None]:
     """``(dataset, degradation or None)`` of one data entry as read; paths expanded here. Every image file is
     checked now, from its header or (``verify``) decoded; one that fails stops the run or is skipped
     (``on_error``)."""
@@ -112,9 +114,9 @@ def build_val_sets(config: Config) -> list[ValidationSet]:
     for i, entry in enumerate(config["data"]["val"]):
         source, degradation = _source(entry, scale, f"data.val[{i}]", config["data"]["verify"],
                                       config["val"]["on_error"])
-        dataset = source if degradation is None else SyntheticPairs(source, degradation, seed=config["seed"])
-        if entry["max_images"]:
-            dataset = Subset(dataset, range(min(entry["max_images"], len(dataset))))
+        dataset: Items = source if degradation is None else SyntheticPairs(source, degradation, seed=config["seed"])
+        if entry["max_images"]:  # every source here is a torch Dataset
+            dataset = Subset(cast(Dataset, dataset), range(min(entry["max_images"], len(dataset))))
         sets.append(ValidationSet(entry["name"], dataset, skipped=list(getattr(source, "skipped", []))))
     return sets
 

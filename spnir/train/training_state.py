@@ -99,7 +99,9 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
 
 def rng_state() -> dict[str, Any]:
     """States of Python's, NumPy's, torch's CPU and every CUDA generator, in weights-only-loadable form."""
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the legacy (default) form: (kind, keys, pos, has_gauss, gauss)
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np_state
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (np_kind, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss),

@@ -31,6 +31,7 @@ task's default measuring conventions are in :data:`TASK_CONVENTIONS`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from spnir.errors import SpnirError
 from spnir.imageio import list_images, load_image, to_gray
 from spnir.imresize import imresize
 from spnir.metrics import MetricSettings, rgb_to_y
+from spnir.metrics.psnr_ssim import Convention
 from spnir.metrics.suite import MetricSuite, direction
 from spnir.progress import note, progress
 
@@ -67,7 +69,7 @@ class TaskConvention:
     y_channel: bool
     crop_scale: bool = False
 
-    def settings(self, scale: int = 1, convention: str = "basicsr", y_channel: bool | None = None,
+    def settings(self, scale: int = 1, convention: Convention = "basicsr", y_channel: bool | None = None,
                  crop_border: int | None = None) -> MetricSettings:
         """The metric settings at ``scale``; ``y_channel``/``crop_border`` given override the task's."""
         return MetricSettings(
@@ -239,7 +241,11 @@ def dataset_samples(dataset: Any) -> Iterator[Sample]:
     for index in range(len(dataset)):
         item = dataset[index]
         name = Path(str(item.get("gt_path", index))).name
-        yield Sample(name, lambda item=item: (item["lq"], item["gt"], []), str(item.get("lq_path", name)))
+        yield Sample(name, functools.partial(_loaded, item), str(item.get("lq_path", name)))
+
+
+def _loaded(item: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    return item["lq"], item["gt"], []
 
 
 def evaluate_images(restore: RestoreFn, samples: Iterable[Sample], suite: MetricSuite, name: str = "",
@@ -326,12 +332,13 @@ class _Item:
 
 
 def _items(bset: BenchmarkSet, scale: int) -> list[_Item]:
-    if not bset.paired:
+    lq_dir = bset.lq_dir
+    if lq_dir is None:
         return [_Item(p.name, p) for p in list_images(bset.gt_dir)]
     from spnir.data import PairedFolder
 
-    folder = PairedFolder(bset.lq_dir, bset.gt_dir, scale=scale, check_sizes=False)
-    return [_Item(p.lq.relative_to(bset.lq_dir).as_posix(), p.gt, p.lq) for p in folder.pairs]
+    folder = PairedFolder(lq_dir, bset.gt_dir, scale=scale, check_sizes=False)
+    return [_Item(p.lq.relative_to(lq_dir).as_posix(), p.gt, p.lq) for p in folder.pairs]
 
 
 # -- evaluation ------------------------------------------------------------------------------------------
@@ -361,6 +368,12 @@ class Evaluator:
         if self.channels not in (1, 3):
             raise SpnirError(f"channels must be 1 or 3, got {self.channels!r}")
 
+    @property
+    def suite(self) -> MetricSuite:
+        """What each image is measured with: ``metrics``, or PSNR/SSIM with ``settings``."""
+        assert self.metrics is not None  # __post_init__ fills it
+        return self.metrics
+
     def _image(self, path: Path, notes: list[str], prefix: str = "") -> torch.Tensor:
         loaded = load_image(path)
         notes += [prefix + n for n in loaded.notes if not (self.channels == 1 and n.startswith("grayscale"))]
@@ -383,11 +396,11 @@ class Evaluator:
         try:
             items = _items(bset, self.scale)
         except SpnirError as exc:
-            result = SetResult(bset.name, metrics=tuple(self.metrics.names))
+            result = SetResult(bset.name, metrics=tuple(self.suite.names))
             skip(result, str(bset.lq_dir or bset.gt_dir), exc, self.on_error, whole_set=True)
             return result
-        samples = [Sample(i.name, lambda i=i: self._load(i), str(i.lq_path or i.gt_path)) for i in items]
-        return evaluate_images(self.restore, samples, self.metrics, bset.name, self.device, self.on_error,
+        samples = [Sample(i.name, functools.partial(self._load, i), str(i.lq_path or i.gt_path)) for i in items]
+        return evaluate_images(self.restore, samples, self.suite, bset.name, self.device, self.on_error,
                                show_progress=self.show_progress)
 
 

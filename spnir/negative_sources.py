@@ -23,7 +23,7 @@ Sources:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -31,6 +31,20 @@ from torch import nn
 from spnir.ema import unwrap
 from spnir.errors import SpnirError
 from spnir.imresize import imresize
+
+
+class NegativeSource(Protocol):
+    """What a negative loss calls on its source (an ``nn.Module``), as a type: the interface above."""
+
+    def negatives(self, lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The negative images for this batch, each shaped like ``out``, detached."""
+        ...
+
+    @property
+    def step(self) -> Callable[..., list[int]]:
+        """``step(**inputs)``: after each optimiser step; ``inputs`` are the floats of ``step_inputs()``, if any
+        (a source without ``step_inputs`` takes none)."""
+        ...
 
 
 class InputNegatives(nn.Module):
@@ -121,12 +135,14 @@ class DegradedGTNegatives(nn.Module):
             lq = imresize(lq, factor)
             if lq.shape[-2:] != img.shape[-2:]:
                 raise SpnirError(f"degraded-gt negatives: the pipeline maps {tuple(img.shape[-2:])} to a size that "
-                                 "bicubic upsampling cannot bring back exactly; crop patches to a multiple of its scale")
+                                 "bicubic upsampling cannot bring back exactly; crop patches to a multiple of its "
+                                 "scale")
         return lq.to(device=img.device, dtype=img.dtype)
 
     def negatives(self, lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor | None = None) -> list[torch.Tensor]:
         if gt is None:
-            raise SpnirError("degraded-gt negatives are made from the ground truth: pass gt, as in loss(lq, out, gt=gt)")
+            raise SpnirError("degraded-gt negatives are made from the ground truth: pass gt, as in "
+                             "loss(lq, out, gt=gt)")
         return [torch.stack([self._degrade(img) for img in gt]).to(out.dtype) for _ in range(self.count)]
 
     def step(self) -> list[int]:

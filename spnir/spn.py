@@ -23,10 +23,12 @@ output weights an extra L1 reconstruction term, see :func:`uncertainty_weights`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import os
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,7 @@ from torch import nn
 from spnir.device import AUTOCAST_DTYPES, autocast_dtype
 from spnir.errors import SpnirError
 from spnir.features import VGGFeatures
+from spnir.negative_sources import NegativeSource
 from spnir.negatives import FreshModel, NegativeBank
 from spnir.ranks import mean_over_ranks
 
@@ -138,6 +141,8 @@ class NegativeLoss(nn.Module):
             keeps the caller's precision. On CPUs with AVX512-BF16 this halves the cost of VGG.
     """
 
+    features: FeatureFn  # outside the module tree (see __init__)
+
     def __init__(
         self,
         source: nn.Module,
@@ -177,9 +182,9 @@ class NegativeLoss(nn.Module):
         self._driver: weakref.ref[torch.optim.Optimizer] | None = None
 
     @property
-    def source(self) -> nn.Module:
+    def source(self) -> NegativeSource:
         """The negative source; its state is under ``negatives.`` in :meth:`state_dict`."""
-        return self.get_submodule("negatives")
+        return cast(NegativeSource, self.get_submodule("negatives"))  # checked in __init__
 
     @property
     def feature_space(self) -> str:
@@ -256,8 +261,8 @@ class NegativeLoss(nn.Module):
             if gt is None:
                 raise SpnirError("the ratio form compares with the ground truth: pass gt, as in loss(lq, out, gt=gt)")
             d = self.layer_distances(out, [gt, *negatives])
-            value = sum(w * d[k][0] / (d[k][1:].mean() + RATIO_EPS) for k, w in self.layer_weights.items())
-            stats["neg_distance"] = sum(w * d[k][1:].mean() for k, w in self.layer_weights.items()).detach()
+            value = _total(w * d[k][0] / (d[k][1:].mean() + RATIO_EPS) for k, w in self.layer_weights.items())
+            stats["neg_distance"] = _total(w * d[k][1:].mean() for k, w in self.layer_weights.items()).detach()
             stats["neg_ratio"] = value.detach()
             sign = 1.0
         weight = self._effective_weight(value, recon)
@@ -287,7 +292,7 @@ class NegativeLoss(nn.Module):
     def _effective_weight(self, value: torch.Tensor, recon: torch.Tensor | None) -> float | torch.Tensor:
         """lambda, or for ``weight="auto"`` a float64 tensor on the device: the running averages stay there, so
         the term needs no device-to-host transfer."""
-        if self.weight != "auto":
+        if not isinstance(self.weight, str):  # a fixed lambda; the only string is "auto"
             return self.weight
         if recon is None:
             raise SpnirError("weight='auto' needs the reconstruction loss: call spn(lq, out, recon=loss)")
@@ -392,6 +397,12 @@ class NegativeLoss(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self._avg_recon = state["avg_recon"]
         self._avg_distance = state["avg_distance"]
+
+
+def _total(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``t1 + t2 + ...`` left to right, as ``sum`` adds them but without its start value ``0`` (which types the
+    result ``Tensor | int``); never empty here: :func:`check_options` refuses empty ``layer_weights``."""
+    return functools.reduce(operator.add, terms)
 
 
 def _on(average: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""``spnir eval``: PSNR/SSIM (and LPIPS/DISTS) of a method on benchmark sets, printed as a paper-like table and saved as JSON.
+"""``spnir eval``: PSNR/SSIM (and LPIPS/DISTS) of a method on benchmark sets, printed as a paper-like table and
+saved as JSON.
 
     spnir eval --model bicubic --task sr --scale 4 --data Set5 Set14 --convention matlab --json out.json
     spnir eval --model edsr --checkpoint EDSR_x4.pth --scale 4 --data Set5
@@ -44,6 +45,7 @@ from spnir.evaluation import (
     BenchmarkSet,
     Evaluator,
     Inference,
+    NoiseProtocol,
     RestoreFn,
     find_set,
     format_table,
@@ -180,7 +182,8 @@ def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -
         fits(*lq.shape[-2:])
         return restore_tiles(lq)
 
-    return restore, model.spnir_preset["name"], channels
+    record = getattr(model, "spnir_preset", {})  # {"name", "scale", "overrides"}: create_model built it
+    return restore, str(record["name"]), channels
 
 
 def _restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:
@@ -232,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
     scale = _scale(args)
     if args.tile is not None and args.tile_overlap >= args.tile:
         raise SpnirError(f"--tile-overlap {args.tile_overlap} must be smaller than --tile {args.tile}")
-    noise_protocol, noise_seed = args.noise_protocol or "float", args.noise_seed or 0
+    noise_protocol: NoiseProtocol = args.noise_protocol or "float"  # argparse's choices are NOISE_PROTOCOLS
+    noise_seed = args.noise_seed or 0
     sets = _sets(args, scale)
     device = runtime_device(args)
     restore, method, channels = _restore(args, scale, device)

@@ -1,4 +1,5 @@
-"""Models out of the toolkit: ONNX (checked by running it in onnxruntime) and safetensors (with metadata).
+"""Models out of the toolkit: ONNX (checked by running it in onnxruntime) and safetensors (with metadata,
+checked by loading it back as a checkpoint, see :func:`export_safetensors`).
 
 ONNX export goes through ``torch.onnx.export(dynamo=True)``: ``torch.export`` traces the model with symbolic
 height and width (``dynamic=True``), so padding to a window multiple, NAFNet's local pooling and IDT's patch
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 
 import spnir
-from spnir.archs.model_files import input_channels, save_model_checkpoint
+from spnir.archs.model_files import input_channels, model_for_inference, save_model_checkpoint
 from spnir.archs.registry import get_preset
 from spnir.atomic import atomic_path
 from spnir.errors import SpnirError
@@ -98,7 +99,7 @@ def check_opset(opset: int) -> None:
     """Refuse an opset the exporter does not write as asked (below :data:`MIN_OPSET`, above :func:`max_opset`)."""
     newest = max_opset()
     if not MIN_OPSET <= opset <= newest:
-        raise SpnirError(f"--opset {opset}: the exporter writes opsets {MIN_OPSET} to {newest} (below {MIN_OPSET} its "
+        raise SpnirError(f"opset={opset}: the exporter writes opsets {MIN_OPSET} to {newest} (below {MIN_OPSET} its "
                          "conversion may fail and keep another opset); choose one in that range")
 
 
@@ -121,11 +122,11 @@ def verification_sizes(model: nn.Module, size: int | None, dynamic: bool) -> lis
     low = min_size(model)
     base = max(size or 64, low)
     if size is not None and size < low:
-        raise SpnirError(f"--size {size}: this model exports for sides of at least {low}")
+        raise SpnirError(f"size={size}: this model exports for sides of at least {low}")
     traced = (base, base + base // 2)
     if dynamic and traced[1] > MAX_SIZE:
-        raise SpnirError(f"--size {size}: a dynamic export is traced at {traced[0]}x{traced[1]}, over its largest "
-                         f"side {MAX_SIZE}; the traced size does not limit a dynamic export: leave --size out")
+        raise SpnirError(f"size={size}: a dynamic export is traced at {traced[0]}x{traced[1]}, over its largest "
+                         f"side {MAX_SIZE}; the traced size does not limit a dynamic export: leave size=None")
     if not dynamic:
         return [traced]
     sides = [low, low + 1, low + 7, 2 * low - 1, 2 * low + 1, 3 * low + 5]
@@ -143,8 +144,8 @@ def check_memory_for(model: nn.Module, sizes: list[tuple[int, int]], channels: i
         return
     need = 2 * MemoryModel.measure(model, channels).forward_bytes(height, width)
     if need > free:
-        raise SpnirError(f"--size: verifying the export at {height}x{width} needs about {need / 1e9:.2g} GB, more "
-                         f"than the {free / 1e9:.2g} GB free; choose a smaller --size (a --dynamic export takes "
+        raise SpnirError(f"size: verifying the export at {height}x{width} needs about {need / 1e9:.2g} GB, more "
+                         f"than the {free / 1e9:.2g} GB free; choose a smaller size (a dynamic=True export takes "
                          "larger images whatever its traced size)")
 
 
@@ -195,6 +196,9 @@ def export_onnx(
                                         verbose=False)
         except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways; say which step
             raise SpnirError(f"ONNX export of preset {metadata['preset']!r} failed: {_first_line(exc)}") from None
+    if program is None:  # torch documents None for its older exporter only (dynamo=False), not used here
+        raise SpnirError(f"ONNX export of preset {metadata['preset']!r} failed: the exporter returned no program "
+                         f"(torch {torch.__version__})")
     if dynamic:
         _check_still_dynamic(program, metadata["preset"], low)
         _refuse_smaller_inputs(program.model, low, half)
@@ -299,14 +303,36 @@ def verify_refusal(path: str | os.PathLike, sizes: list[tuple[int, int]], channe
 
 def export_safetensors(model: nn.Module, path: str | os.PathLike, half: bool = False) -> Path:
     """Write ``model``'s weights as a spnir ``.safetensors`` file whose metadata also says preset, scale,
-    task and spnir version (:func:`describe_model`); it loads back with ``--checkpoint``."""
+    task and spnir version (:func:`describe_model`); ``half``: float16 weights. The file is then loaded back
+    as a checkpoint is (:func:`verify_safetensors`): a tensor that differs from ``model``'s (with ``half``: from
+    its weights rounded to float16) removes the file and raises :class:`SpnirError`."""
     if Path(path).suffix.lower() != ".safetensors":
         raise SpnirError(f"{path}: a safetensors export needs a file name ending in .safetensors")
     model = getattr(model, "_orig_mod", model)
     metadata = describe_model(model)
-    if half:
-        model = copy.deepcopy(model).half()
-    return save_model_checkpoint(model, path, metadata=prefixed(metadata))
+    written = save_model_checkpoint(copy.deepcopy(model).half() if half else model, path,
+                                    metadata=prefixed(metadata))
+    differ = verify_safetensors(written, model, half)
+    if differ:
+        written.unlink()
+        raise SpnirError(f"{written}: removed: loading it back changed {len(differ)} tensors ({differ[0]}, ...)")
+    return written
+
+
+def verify_safetensors(path: str | os.PathLike, model: nn.Module, half: bool = False) -> list[str]:
+    """Load the file at ``path`` as a model checkpoint is loaded (:func:`~spnir.archs.model_files.model_for_inference`)
+    and compare its state with ``model``'s, exactly (with ``half``: with the floating-point tensors rounded to
+    float16); the names of the tensors that differ."""
+    loaded, _ = model_for_inference(path)
+    own = model.state_dict()
+    differ = []
+    for name, value in loaded.state_dict().items():
+        expected = own[name].detach().cpu()
+        if expected.is_floating_point():
+            expected = (expected.half() if half else expected).to(value.dtype)
+        if not torch.equal(value, expected):
+            differ.append(name)
+    return differ
 
 
 def _check_still_dynamic(program: Any, preset: str, low: int) -> None:
@@ -326,12 +352,12 @@ def _check_still_dynamic(program: Any, preset: str, low: int) -> None:
             raise SpnirError(
                 f"preset {preset!r}: its code branches on the input size ({symbol} limited to "
                 f"{int(bounds.lower)}..{upper} while tracing), so a dynamic export would be wrong for other "
-                "sizes; export without --dynamic (fixed size), or with other preset settings"
+                "sizes; export with dynamic=False (a fixed size), or with other preset settings"
             )
     dims = program.model.graph.inputs[0].shape
     if str(dims[2]) == str(dims[3]):
-        raise SpnirError(f"preset {preset!r}: height and width became one size while tracing; export without "
-                         "--dynamic")
+        raise SpnirError(f"preset {preset!r}: height and width became one size while tracing; export with "
+                         "dynamic=False")
 
 
 @contextlib.contextmanager

@@ -19,7 +19,15 @@ from spnir.errors import SpnirError
 onnxruntime = pytest.importorskip("onnxruntime",
                                   reason="the export extra is not installed (pip install 'spnir[export]')")
 
-from spnir.export import TOLERANCE, export_onnx, export_safetensors, metadata_of, min_size  # noqa: E402
+from spnir.export import (  # noqa: E402
+    TOLERANCE,
+    check_opset,
+    export_onnx,
+    export_safetensors,
+    metadata_of,
+    min_size,
+    verification_sizes,
+)
 
 TINY = {
     "dehazeformer-t": dict(depths=(1, 1, 1, 1, 1), embed_dims=(8, 16, 24, 16, 8)),
@@ -143,6 +151,44 @@ def test_safetensors_export_loads_back_with_its_metadata(tmp_path):
         assert torch.equal(loaded(x), model(x))
 
 
+def _loading_back_changes_a_tensor(monkeypatch):
+    """The safetensors export's own check (loading the file back as a checkpoint) sees a changed weight."""
+    import spnir.export
+
+    real = spnir.export.model_for_inference
+
+    def changed(path):
+        model, scale = real(path)
+        with torch.no_grad():
+            next(model.parameters()).add_(1)
+        return model, scale
+
+    monkeypatch.setattr(spnir.export, "model_for_inference", changed)
+
+
+def test_safetensors_export_removes_a_file_that_loads_back_changed(tmp_path, monkeypatch):
+    _loading_back_changes_a_tensor(monkeypatch)
+    with pytest.raises(SpnirError, match="removed: loading it back changed 1 tensors"):
+        export_safetensors(tiny("dncnn"), tmp_path / "dncnn.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_library_messages_name_parameters_not_flags():
+    with pytest.raises(SpnirError, match=r"^opset=7: the exporter writes opsets 18 to") as refused:
+        check_opset(7)
+    messages = [str(refused.value)]
+    model = tiny("idt")
+    low = min_size(model)
+    too_small = rf"^size={low - 1}: this model exports for sides of at least {low}$"
+    with pytest.raises(SpnirError, match=too_small) as refused:
+        verification_sizes(model, low - 1, dynamic=False)
+    messages.append(str(refused.value))
+    with pytest.raises(SpnirError, match=r"^size=6000: a dynamic export .* leave size=None") as refused:
+        verification_sizes(model, 6000, dynamic=True)
+    messages.append(str(refused.value))
+    assert not [m for m in messages if "--" in m]
+
+
 @pytest.fixture()
 def checkpoint(tmp_path):
     return save_model_checkpoint(tiny("edsr-baseline"), tmp_path / "model.pt")
@@ -163,6 +209,14 @@ def test_cli_safetensors_half(checkpoint, tmp_path, capsys):
     assert "spnir.task=sr" in capsys.readouterr().out
     model, _ = model_for_inference(out)
     assert model.conv_first.weight.dtype == torch.float32  # fp16 on disk, the model's dtype when loaded
+
+
+def test_cli_safetensors_whose_file_loads_back_changed_is_refused(checkpoint, tmp_path, monkeypatch, capsys):
+    _loading_back_changes_a_tensor(monkeypatch)
+    out = tmp_path / "edsr.safetensors"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert "removed: loading it back changed 1 tensors" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_cli_never_replaces_a_file_without_overwrite(checkpoint, tmp_path, capsys):

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spnir.commands import existing_file, output_file_like, positive_int, preset_name
 from spnir.errors import SpnirError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors"}
 
@@ -106,22 +110,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_safetensors(model, out: Path, half: bool, what: str) -> None:
-    """Write, then load the file back as ``--checkpoint`` would and compare the weights."""
-    import torch
-
-    from spnir.archs.model_files import model_for_inference
+def _export_safetensors(model: nn.Module, out: Path, half: bool, what: str) -> None:
+    """Write (the library loads the file back and compares the weights, see :func:`spnir.export.export_safetensors`),
+    then say what was written."""
     from spnir.export import export_safetensors, metadata_of
 
     export_safetensors(model, out, half=half)
-    loaded, _ = model_for_inference(out)
-    own = model.state_dict()
-    differ = [k for k, v in loaded.state_dict().items()
-              if not torch.equal(v, own[k].half().float() if half and own[k].is_floating_point() else own[k])]
-    if differ:
-        out.unlink()
-        raise SpnirError(f"{out}: removed: loading it back changed {len(differ)} tensors ({differ[0]}, ...)")
     meta = metadata_of(out)
-    print(f"wrote {out} ({what}, {len(own)} tensors, {out.stat().st_size / 1e6:.1f} MB); loads back with "
+    tensors = len(model.state_dict())
+    print(f"wrote {out} ({what}, {tensors} tensors, {out.stat().st_size / 1e6:.1f} MB); loads back with "
           f"--checkpoint {out}; metadata: " + ", ".join(f"spnir.{k}={meta[k]}" for k in ("preset", "scale", "task",
                                                                                         "version")))

@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,all]'
 	touch $@
 
-# ruff's rules are chosen in pyproject.toml; a finding fails the target before the tests run.
+# ruff's rules and mypy's settings are in pyproject.toml; a finding fails the target before the tests run.
 test: $(STAMP)
 	$(VENV)/bin/ruff check spnir tests bench examples
+	$(VENV)/bin/mypy spnir
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: $(STAMP)

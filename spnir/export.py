@@ -99,7 +99,7 @@ def check_opset(opset: int) -> None:
     """Refuse an opset the exporter does not write as asked (below :data:`MIN_OPSET`, above :func:`max_opset`)."""
     newest = max_opset()
     if not MIN_OPSET <= opset <= newest:
-        raise SpnirError(f"opset={opset}: the exporter writes opsets {MIN_OPSET} to {newest} (below {MIN_OPSET} its "
+        raise SpnirError(f"--opset {opset}: the exporter writes opsets {MIN_OPSET} to {newest} (below {MIN_OPSET} its "
                          "conversion may fail and keep another opset); choose one in that range")
 
 
@@ -122,10 +122,10 @@ def verification_sizes(model: nn.Module, size: int | None, dynamic: bool) -> lis
     low = min_size(model)
     base = max(size or 64, low)
     if size is not None and size < low:
-        raise SpnirError(f"size={size}: this model exports for sides of at least {low}")
+        raise SpnirError(f"--size {size}: this model exports for sides of at least {low}")
     traced = (base, base + base // 2)
     if dynamic and traced[1] > MAX_SIZE:
-        raise SpnirError(f"size={size}: a dynamic export is traced at {traced[0]}x{traced[1]}, over its largest "
+        raise SpnirError(f"--size {size}: a dynamic export is traced at {traced[0]}x{traced[1]}, over its largest "
                          f"side {MAX_SIZE}; the traced size does not limit a dynamic export: leave size=None")
     if not dynamic:
         return [traced]
@@ -144,7 +144,7 @@ def check_memory_for(model: nn.Module, sizes: list[tuple[int, int]], channels: i
         return
     need = 2 * MemoryModel.measure(model, channels).forward_bytes(height, width)
     if need > free:
-        raise SpnirError(f"size: verifying the export at {height}x{width} needs about {need / 1e9:.2g} GB, more "
+        raise SpnirError(f"--size: verifying the export at {height}x{width} needs about {need / 1e9:.2g} GB, more "
                          f"than the {free / 1e9:.2g} GB free; choose a smaller size (a dynamic=True export takes "
                          "larger images whatever its traced size)")
 

@@ -21,12 +21,10 @@ onnxruntime = pytest.importorskip("onnxruntime",
 
 from spnir.export import (  # noqa: E402
     TOLERANCE,
-    check_opset,
     export_onnx,
     export_safetensors,
     metadata_of,
     min_size,
-    verification_sizes,
 )
 
 TINY = {
@@ -171,22 +169,6 @@ def test_safetensors_export_removes_a_file_that_loads_back_changed(tmp_path, mon
     with pytest.raises(SpnirError, match="removed: loading it back changed 1 tensors"):
         export_safetensors(tiny("dncnn"), tmp_path / "dncnn.safetensors")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_library_messages_name_parameters_not_flags():
-    with pytest.raises(SpnirError, match=r"^opset=7: the exporter writes opsets 18 to") as refused:
-        check_opset(7)
-    messages = [str(refused.value)]
-    model = tiny("idt")
-    low = min_size(model)
-    too_small = rf"^size={low - 1}: this model exports for sides of at least {low}$"
-    with pytest.raises(SpnirError, match=too_small) as refused:
-        verification_sizes(model, low - 1, dynamic=False)
-    messages.append(str(refused.value))
-    with pytest.raises(SpnirError, match=r"^size=6000: a dynamic export .* leave size=None") as refused:
-        verification_sizes(model, 6000, dynamic=True)
-    messages.append(str(refused.value))
-    assert not [m for m in messages if "--" in m]
 
 
 @pytest.fixture()

@@ -274,7 +274,8 @@ def test_config_switches_build_each_source():
     }
     for switch, kind in cases.items():
         extra = ["spn.degradations=[{type: noise, sigma: 5}]"] if "degraded" in switch else []
-        config = load_config(copy.deepcopy(base), [f"spn.{switch}", "spn.form=ratio", "spn.uncertainty_weight=0.5", *extra])
+        config = load_config(copy.deepcopy(base),
+                             [f"spn.{switch}", "spn.form=ratio", "spn.uncertainty_weight=0.5", *extra])
         loss = build_negative_loss(config, model, torch.device("cpu"))
         assert isinstance(loss.source, kind) and loss.form == "ratio" and loss.uncertainty_weight == 0.5
     with pytest.raises(SpnirError, match="spn.degradations"):

@@ -52,6 +52,7 @@ from spnir.archs.registry import (
     create_model,
     get_preset,
     list_models,
+    preset_record,
 )
 from spnir.atomic import atomic_path, save_torch_atomic
 from spnir.errors import SpnirError
@@ -225,7 +226,7 @@ def _strip_prefix(state: StateDict, prefix: str) -> StateDict:
 
 
 def _family(model: nn.Module) -> str | None:
-    record = getattr(model, "spnir_preset", None)
+    record = preset_record(model)
     return get_preset(record["name"]).family if record else None
 
 
@@ -269,7 +270,7 @@ def guess_presets(state: StateDict) -> list[str]:
 
 
 def _describe_model(model: nn.Module) -> str:
-    record = getattr(model, "spnir_preset", None)
+    record = preset_record(model)
     if not record:
         return f"the {type(model).__name__} model"
     scale = f" x{record['scale']}" if record.get("scale") else ""
@@ -335,7 +336,7 @@ def save_model_checkpoint(
     """
     path = Path(path)
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    record = getattr(model, "spnir_preset", None)
+    record = preset_record(model)
     if not record:
         raise SpnirError(f"{path}: cannot save: the model was not built by spnir.archs.create_model (no preset)")
     preset = _plain(record, "preset overrides")

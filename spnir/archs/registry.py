@@ -131,6 +131,13 @@ def create_model(name: str, scale: int | None = None, **overrides: Any) -> nn.Mo
     return model
 
 
+def preset_record(model: nn.Module) -> dict[str, Any] | None:
+    """``{"name", "scale", "overrides"}`` of a model :func:`create_model` built (through a ``torch.compile``
+    wrapper too); ``None`` for any other model."""
+    record = getattr(getattr(model, "_orig_mod", model), "spnir_preset", None)
+    return record if isinstance(record, dict) else None
+
+
 def _import_families() -> None:
     """Families register themselves on import; ``spnir.archs`` imports its explicit list of them."""
     importlib.import_module("spnir.archs")

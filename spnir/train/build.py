@@ -244,7 +244,8 @@ def check_weight_files(config: Config) -> None:
         for i, entry in enumerate(_frozen_paths(spn)):
             path = expand_path(str(entry), f"spn.frozen[{i}]")
             if not path.is_file():
-                raise SpnirError(f"spn.frozen[{i}] = {shown(str(entry))}: {path} is a folder; expected a checkpoint file")
+                raise SpnirError(f"spn.frozen[{i}] = {shown(str(entry))}: {path} is a folder; expected a "
+                                 "checkpoint file")
 
 
 def _frozen_paths(spn: Config) -> list[Any]:

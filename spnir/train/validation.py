@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
+from spnir.data.datasets import Items
 from spnir.evaluation import Inference, dataset_samples, evaluate_images, model_restore
 from spnir.metrics import MetricSettings
 from spnir.metrics.suite import MetricSuite, is_better
@@ -23,7 +23,7 @@ from spnir.metrics.suite import MetricSuite, is_better
 @dataclass
 class ValidationSet:
     name: str
-    dataset: Dataset
+    dataset: Items
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out at the start
 
 

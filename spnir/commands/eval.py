@@ -167,6 +167,7 @@ def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -
         model_for_inference,
         parse_overrides,
     )
+    from spnir.archs.registry import preset_record
     from spnir.restore import MemoryCheck
 
     if not args.checkpoint:
@@ -182,8 +183,9 @@ def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -
         fits(*lq.shape[-2:])
         return restore_tiles(lq)
 
-    record = getattr(model, "spnir_preset", {})  # {"name", "scale", "overrides"}: create_model built it
-    return restore, str(record["name"]), channels
+    record = preset_record(model)
+    assert record is not None  # model_for_inference builds spnir presets only
+    return restore, record["name"], channels
 
 
 def _restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ def rgb_to_y(pixels: torch.Tensor, convention: Convention = "basicsr") -> torch.
     ``"matlab"`` rounds to 8 bit half away from zero, as MATLAB's ``rgb2ycbcr`` on uint8; single-channel
     input is returned as is.
     """
-    as_convention(convention)
+    _check_convention(convention)
     if _check_y_channels(pixels) == 1:
         return pixels
     return _luma(lambda c, out: pixels[:, c : c + 1].clone() if out is None else out.copy_(pixels[:, c : c + 1]),
@@ -97,18 +97,16 @@ def _luma(channel: Callable[[int, torch.Tensor | None], torch.Tensor], conventio
     return y.add_(0.5).floor_() if convention == "matlab" else y
 
 
-def as_convention(convention: str) -> Convention:
-    """``convention`` checked: one of :data:`CONVENTIONS`, else an error naming them."""
+def _check_convention(convention: str) -> None:
     if convention not in CONVENTIONS:
         raise SpnirError(f"unknown metric convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
-    return cast(Convention, convention)
 
 
 def _prepare(
     img: Image, ref: Image, crop_border: int, y_channel: bool, convention: Convention, quantize: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both images as float64 pixel tensors, cropped, as Y when ``y_channel``; cropped before converting."""
-    as_convention(convention)
+    _check_convention(convention)
     a, b = _as_nchw(img), _as_nchw(ref)
     b = b.to(a.device)
     if a.shape != b.shape:
@@ -222,7 +220,7 @@ class MetricSettings:
     convention: Convention = "basicsr"
 
     def __post_init__(self) -> None:
-        as_convention(self.convention)
+        _check_convention(self.convention)
 
     def measure(self, output: Image, target: Image) -> tuple[torch.Tensor, torch.Tensor]:
         """``(psnr, ssim)`` per image, each a float64 ``(N,)`` tensor."""

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from spnir.errors import SpnirError
+from spnir.errors import SpnirError, worded_as_options
 from spnir.optional import missing_package
 
 # command name -> (module under spnir.commands, one-line help)
@@ -46,6 +46,11 @@ def _progress_arguments() -> _OneLineErrors:
     return common
 
 
+def options_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Parameter name (an option's ``dest``) -> the option that gives it (its longest spelling)."""
+    return {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _OneLineErrors(
@@ -55,20 +60,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.required = True
     chosen = next((a for a in argv if not a.startswith("-")), None)
     command = chosen
+    options: dict[str, str] = {}
     try:
         common = _progress_arguments()
         for name, (module_name, help_text) in COMMANDS.items():
             p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
             if name == chosen:
                 importlib.import_module(f"spnir.commands.{module_name}").add_arguments(p)
+                options = options_of(p)
         args = parser.parse_args(argv)
         command = args.command
         module = importlib.import_module(f"spnir.commands.{COMMANDS[command][0]}")
         from spnir.progress import configure
 
-        configure(quiet=args.quiet, bar=not args.no_progress, status_every=args.status_every,
-                  where="--status-every")
-        return int(module.run(args) or 0)
+        configure(quiet=args.quiet, bar=not args.no_progress, status_every=args.status_every)
+        with worded_as_options(options):
+            return int(module.run(args) or 0)
     except ModuleNotFoundError as exc:  # a toolkit package imported at the top of a module (spnir.optional)
         error = missing_package(exc, "this command")
         if error is None:
@@ -76,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spnir {command}: error: {error}", file=sys.stderr)
         return 2
     except SpnirError as exc:
-        print(f"spnir {command}: error: {exc}", file=sys.stderr)
+        with worded_as_options(options):
+            print(f"spnir {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"spnir {command}: interrupted", file=sys.stderr)

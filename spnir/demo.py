@@ -67,7 +67,7 @@ def choose_vgg_weights(requested: str | None) -> tuple[str, str]:
     """The VGG weights for the SPN run and a sentence saying which feature space that is: as requested, else
     torchvision's ImageNet VGG16 if cached (the method's file), else the Caffe one if cached, else random."""
     if requested is not None:
-        space = resolve_feature_space("vgg16", requested, ask_random="--vgg-weights random")  # missing: say so now
+        space = resolve_feature_space("vgg16", requested)  # missing: say so now
         VGGFeatures("vgg16", ["relu1_1"], vgg_weights=requested)  # a damaged or foreign file: said before training
         return requested, f"{space.description}, as requested"
     for name, setting in (("vgg16", "imagenet"), ("vgg16-caffe", "imagenet-caffe")):

@@ -45,7 +45,7 @@ from torch import nn
 from spnir.data.degrade import mod_crop, quantize
 from spnir.data.paired import sr_gt_box
 from spnir.device import autocast_dtype
-from spnir.errors import SpnirError
+from spnir.errors import Param, ParameterError, SpnirError
 from spnir.imageio import list_images, load_image, to_gray
 from spnir.imresize import imresize
 from spnir.metrics import MetricSettings, rgb_to_y
@@ -121,10 +121,10 @@ def find_set(folder: str | Path, task: str = "sr", scale: int = 1, clean: bool =
     if gt_dir is not None and lq_dir is not None:
         return BenchmarkSet(folder.name, gt_dir, lq_dir)
     if task != "sr" and not clean:
-        raise SpnirError(
+        raise ParameterError(
             f"{folder}: task {task!r} needs LQ/GT folder pairs; expected sub-folders such as "
-            f"{'/'.join(LQ_FOLDER_NAMES[:3])} and {'/'.join(GT_FOLDER_NAMES[:2])}, or pass --pair LQ_DIR GT_DIR"
-        )
+            f"{'/'.join(LQ_FOLDER_NAMES[:3])} and {'/'.join(GT_FOLDER_NAMES[:2])}, or name both folders: ",
+            Param("pair", python="BenchmarkSet(name, gt_dir, lq_dir)", metavar="LQ_DIR GT_DIR"))
     return BenchmarkSet(folder.name, folder)
 
 

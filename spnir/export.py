@@ -38,7 +38,7 @@ import spnir
 from spnir.archs.model_files import input_channels, model_for_inference, save_model_checkpoint
 from spnir.archs.registry import get_preset
 from spnir.atomic import atomic_path
-from spnir.errors import SpnirError
+from spnir.errors import Param, ParameterError, SpnirError
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}  # max |onnxruntime - PyTorch fp32| on [0, 1] images
 DEFAULT_OPSET = 18
@@ -99,8 +99,8 @@ def check_opset(opset: int) -> None:
     """Refuse an opset the exporter does not write as asked (below :data:`MIN_OPSET`, above :func:`max_opset`)."""
     newest = max_opset()
     if not MIN_OPSET <= opset <= newest:
-        raise SpnirError(f"--opset {opset}: the exporter writes opsets {MIN_OPSET} to {newest} (below {MIN_OPSET} its "
-                         "conversion may fail and keep another opset); choose one in that range")
+        raise ParameterError(Param("opset", opset), f": the exporter writes opsets {MIN_OPSET} to {newest} (below "
+                             f"{MIN_OPSET} its conversion may fail and keep another opset); choose one in that range")
 
 
 def opset_of(path: str | os.PathLike) -> int:
@@ -122,11 +122,12 @@ def verification_sizes(model: nn.Module, size: int | None, dynamic: bool) -> lis
     low = min_size(model)
     base = max(size or 64, low)
     if size is not None and size < low:
-        raise SpnirError(f"--size {size}: this model exports for sides of at least {low}")
+        raise ParameterError(Param("size", size), f": this model exports for sides of at least {low}")
     traced = (base, base + base // 2)
     if dynamic and traced[1] > MAX_SIZE:
-        raise SpnirError(f"--size {size}: a dynamic export is traced at {traced[0]}x{traced[1]}, over its largest "
-                         f"side {MAX_SIZE}; the traced size does not limit a dynamic export: leave size=None")
+        raise ParameterError(Param("size", size), f": a dynamic export is traced at {traced[0]}x{traced[1]}, over "
+                             f"its largest side {MAX_SIZE}; the traced size does not limit a dynamic export: "
+                             "leave it out")
     if not dynamic:
         return [traced]
     sides = [low, low + 1, low + 7, 2 * low - 1, 2 * low + 1, 3 * low + 5]
@@ -144,9 +145,9 @@ def check_memory_for(model: nn.Module, sizes: list[tuple[int, int]], channels: i
         return
     need = 2 * MemoryModel.measure(model, channels).forward_bytes(height, width)
     if need > free:
-        raise SpnirError(f"--size: verifying the export at {height}x{width} needs about {need / 1e9:.2g} GB, more "
-                         f"than the {free / 1e9:.2g} GB free; choose a smaller size (a dynamic=True export takes "
-                         "larger images whatever its traced size)")
+        raise ParameterError(Param("size"), f": verifying the export at {height}x{width} needs about "
+                             f"{need / 1e9:.2g} GB, more than the {free / 1e9:.2g} GB free; choose a smaller size (a "
+                             "dynamic export takes larger images whatever its traced size)")
 
 
 def require_export_packages() -> None:

@@ -20,7 +20,7 @@ from typing import TextIO, TypeVar
 
 from tqdm import tqdm
 
-from spnir.errors import SpnirError
+from spnir.errors import Param, ParameterError
 
 T = TypeVar("T")
 QUIET_ENV = "SPNIR_QUIET"
@@ -43,13 +43,11 @@ def _quiet_environment() -> bool:
 _settings = ProgressSettings(quiet=_quiet_environment())
 
 
-def configure(*, quiet: bool = False, bar: bool = True, status_every: float = 60.0,
-              where: str = "status_every") -> None:
-    """Set the process-wide progress settings; ``quiet`` is also on when ``SPNIR_QUIET=1``. ``where`` names
-    ``status_every`` in an error (a command passes its flag)."""
+def configure(*, quiet: bool = False, bar: bool = True, status_every: float = 60.0) -> None:
+    """Set the process-wide progress settings; ``quiet`` is also on when ``SPNIR_QUIET=1``."""
     global _settings
     if not (status_every > 0 and math.isfinite(status_every)):
-        raise SpnirError(f"{where} must be a number of seconds > 0; got {status_every}")
+        raise ParameterError(Param("status_every"), f" must be a number of seconds > 0; got {status_every}")
     _settings = ProgressSettings(quiet=quiet or _quiet_environment(), bar=bar, status_every=status_every)
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from spnir.errors import SpnirError
+from spnir.errors import Param, ParameterError, SpnirError
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -257,22 +257,19 @@ def _gb(size: float) -> str:
 
 
 def check_memory(memory: MemoryModel, height: int, width: int, scale: int, device: torch.device | str,
-                 channels: int = 3, tile: int | None = None, tile_option: str = "--tile") -> None:
+                 channels: int = 3, tile: int | None = None) -> None:
     """Refuse, before allocating, a restore of an ``height x width`` image that needs more than the memory
-    :func:`available_memory` reports, suggesting ``tile_option`` with a tile size that fits when one does
-    (``tile_option=""``: the caller cannot tile)."""
+    :func:`available_memory` reports, suggesting a ``tile`` size that fits when one does."""
     free = available_memory(device)
     need = restore_bytes(memory, height, width, scale, channels, tile)
     if free is None or need <= free:
         return
     what = f"restoring {width}x{height}" + (f" in {tile} px tiles" if tile else " whole")
     base = f"{what} needs about {_gb(need)}, more than the {_gb(free)} free on {torch.device(device).type}"
-    if not tile_option:
-        raise SpnirError(f"{base}; this restores whole images: use a smaller image or a machine with more memory")
     fits = [t for t in (2048, 1024, 512, 256, 128, 64) if t < max(height, width)
             and restore_bytes(memory, height, width, scale, channels, t) <= free]
     if fits:
-        raise SpnirError(f"{base}; restore it in tiles: {tile_option} {fits[0]}")
+        raise ParameterError(f"{base}; restore it in tiles: ", Param("tile", fits[0]))
     raise SpnirError(f"{base}; even in tiles the image and its output do not fit: use a smaller image or a "
                      "machine with more memory")
 
@@ -282,9 +279,9 @@ class MemoryCheck:
     first image larger than the measuring inputs comes (smaller ones need no more than measuring would)."""
 
     def __init__(self, model: nn.Module, scale: int, device: torch.device | str, channels: int = 3,
-                 tile: int | None = None, tile_option: str = "--tile") -> None:
+                 tile: int | None = None) -> None:
         self.model, self.scale, self.device, self.channels = model, scale, device, channels
-        self.tile, self.tile_option = tile, tile_option
+        self.tile = tile
         self.memory: MemoryModel | None = None
 
     def __call__(self, height: int, width: int) -> None:
@@ -292,5 +289,4 @@ class MemoryCheck:
             if height * width <= 2 * probe_side(self.model) ** 2:
                 return
             self.memory = MemoryModel.measure(self.model, self.channels)
-        check_memory(self.memory, height, width, self.scale, self.device, self.channels, self.tile,
-                     self.tile_option)
+        check_memory(self.memory, height, width, self.scale, self.device, self.channels, self.tile)

@@ -367,3 +367,38 @@ def test_missing_frozen_negative_files_are_named_before_the_data_is_read(tmp_pat
     config["spn"].update(source="frozen", frozen=[str(tmp_path / "gone.pt")])
     with pytest.raises(SpnirError, match=r"spn.frozen\[0\] = .*gone.pt.*: .*gone.pt does not exist"):
         run_training(config, tmp_path / "run")
+
+
+# -- one message, two audiences: parameters for Python callers, options at the command line ----------------
+def test_a_parameter_error_names_parameters_in_python_and_options_in_a_command():
+    from spnir.errors import Param, ParameterError, worded_as_options
+
+    error = ParameterError("run: continue it with ", Param("resume", "auto"), ", or give a fresh ", Param("out_dir"),
+                           " folder (", Param("overwrite", True), "); ", Param("overrides", ["a=1", "b=[1, 2]"]))
+    assert str(error) == ("run: continue it with resume='auto', or give a fresh out_dir folder (overwrite=True); "
+                          "overrides=['a=1', 'b=[1, 2]']")
+    options = {"resume": "--resume", "out_dir": "--out", "overwrite": "--overwrite", "overrides": "--set"}
+    assert error.worded(options) == ("run: continue it with --resume auto, or give a fresh --out folder "
+                                     "(--overwrite); --set a=1 --set 'b=[1, 2]'")
+    with worded_as_options(options):  # while a command runs, every str() of it (logs, skip reasons) names options
+        assert str(error) == error.worded(options)
+    assert str(error).startswith("run: continue it with resume='auto'")
+    assert error.worded({"resume": "--resume"}).startswith("run: continue it with --resume auto, or give a fresh "
+                                                           "out_dir folder")  # a parameter without an option
+
+
+def test_run_folder_and_study_refusals_name_options_at_the_command_line(data, tmp_path, capsys):
+    from spnir.train import run_training
+
+    config = _write(tiny_config(total=2), tmp_path / "c.yml")
+    run_training(config, tmp_path / "run")
+    assert main(["train", "-c", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "continue it with --resume auto, or give a fresh --out folder (--overwrite replaces that run)" in err
+    assert "resume=" not in err and "out_dir" not in err
+    assert main(["train", "-c", str(config), "--out", str(tmp_path / "run"), "--resume", "auto", "--overwrite"]) == 2
+    assert "--overwrite replaces a run and --resume continues one" in capsys.readouterr().err
+    study = tmp_path / "s.yml"
+    study.write_text(f"name: s\nconfig: {config}\nsettings: [{{name: a}}]\n")
+    assert main(["study", "-c", str(study), "--out", str(tmp_path / "s"), "--only", "b"]) == 2
+    assert "--only names ['b'], not settings of the study (a)" in capsys.readouterr().err

@@ -28,7 +28,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 def test_fresh_start_into_a_run_is_refused_before_writing(data, tmp_path):
     run_training(tiny_config(total=2), tmp_path / "run")
     before = _snapshot(tmp_path / "run")
-    with pytest.raises(SpnirError, match=r"already holds a run.*--resume auto.*fresh --out.*--overwrite"):
+    with pytest.raises(SpnirError, match=r"already holds a run.*resume='auto'.*fresh out_dir.*overwrite=True"):
         run_training(tiny_config(total=4), tmp_path / "run")
     assert _snapshot(tmp_path / "run") == before
 
@@ -63,7 +63,7 @@ def test_resume_with_changed_training_settings_is_refused_naming_keys(data, tmp_
     with pytest.raises(SpnirError, match=r"optim\.lr"):
         run_training(changed, tmp_path / "run", resume="auto")
     assert _snapshot(tmp_path / "run") == before
-    with pytest.raises(SpnirError, match=r"length.*train\.total_iter: 2 -> 4.*add --set train\.total_iter=4"):
+    with pytest.raises(SpnirError, match=r"length.*train\.total_iter: 2 -> 4.*add overrides=\['train\.total_iter=4'\]"):
         run_training(tiny_config(total=4), tmp_path / "run", resume="auto")  # a new length needs the user's word
     assert _snapshot(tmp_path / "run") == before
     longer = tiny_config(total=2, checkpoint={"every": 1})  # checkpointing may change; the length when told

@@ -132,7 +132,7 @@ def test_study_file_values_are_checked_like_the_config(tmp_path):
 
 
 def test_bad_study_files(tmp_path):
-    with pytest.raises(SpnirError, match="--only names"):
+    with pytest.raises(SpnirError, match=r": only names \['spm'\]"):
         run_study(load_study(write_study(tmp_path)), tmp_path / "out", only=["spm"])
     with pytest.raises(SpnirError, match="unknown key"):
         load_study(write_study(tmp_path, sedes=[0]))

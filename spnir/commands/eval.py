@@ -247,8 +247,7 @@ def run(args: argparse.Namespace) -> int:
     if PERCEPTUAL.keys() & set(args.metrics):
         from spnir.weights.vgg import resolve_feature_space
 
-        resolve_feature_space("vgg16", args.vgg_weights,
-                              ask_random="--vgg-weights random (for tests only: not the metrics' values)")
+        resolve_feature_space("vgg16", args.vgg_weights)  # missing ImageNet weights: said before any image
     metrics = MetricSuite.build(args.metrics, settings, args.vgg_weights, device)
     # The published bicubic rows come from MATLAB's script that resizes Y alone, in float (see evaluation doc).
     classic = method == "Bicubic" and args.convention == "matlab" and settings.y_channel

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="continue a run: 'auto' picks the newest checkpoint in --out (starts fresh if none); "
                              "or a checkpoint file / run folder")
-    parser.add_argument("--out", type=output_folder, help="run folder (default: runs/<config name>)")
+    parser.add_argument("--out", dest="out_dir", type=output_folder, help="run folder (default: runs/<config name>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --out (its checkpoints, weights, logs); without it such a "
                              "folder is refused")
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from spnir.train.record import resume_command
     from spnir.train.run import run_training
 
-    out = Path(args.out) if args.out else Path("runs") / config["name"]
+    out = Path(args.out_dir) if args.out_dir else Path("runs") / config["name"]
     result = run_training(args.config, out, resume=args.resume, overrides=args.overrides, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0 if result.completed else (128 + result.signal if result.signal else 1)

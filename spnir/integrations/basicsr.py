@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spnir.errors import SpnirError
+from spnir.errors import Param, SpnirError
 from spnir.features import VGGFeatures
 from spnir.spn import DEFAULT_LAYER_WEIGHTS, SPN
 from spnir.train.basicsr import MODEL_TYPES, ModelType, map_negative_loss, map_negatives
@@ -61,7 +61,7 @@ CLASSES: dict[str, tuple[str, str, ModelType]] = {
     "ImageRestorationNegModel_Multi": ("basicsr.models.image_restoration_model", "ImageRestorationModel",
                                        dataclasses.replace(_NAFNET_BASE, negatives="multi", neg_start=0.01)),
 }
-ASK_RANDOM_VGG = "train.perceptual_opt.vgg_weights: random in the option file"
+ASK_RANDOM_VGG = Param("vgg_weights", python="train.perceptual_opt.vgg_weights: random in the option file")
 INSTALL_HINT = ("install BasicSR from its repository (pip install --no-deps -e PATH, or PYTHONPATH=PATH), or put "
                 "NAFNet's repository on PYTHONPATH; PyPI's basicsr 1.4.2 does not import with torchvision >= 0.17")
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from spnir.atomic import atomic_path, writing
-from spnir.errors import SpnirError
+from spnir.errors import Param, ParameterError, SpnirError
 from spnir.evaluation import Inference, dataset_samples, evaluate_images, model_restore
 from spnir.metrics import MetricSettings
 from spnir.metrics.suite import MetricSuite
@@ -138,8 +138,8 @@ def run_study(study: Study, out: str | Path, only: Sequence[str] | None = None,
         out.mkdir(parents=True, exist_ok=True)
     unknown = sorted(set(only or ()) - {s.name for s in study.settings})
     if unknown:
-        raise SpnirError(f"{study.source}: --only names {unknown}, not settings of the study "
-                         f"({', '.join(s.name for s in study.settings)})")
+        raise ParameterError(f"{study.source}: ", Param("only"), f" names {unknown}, not settings of the study "
+                             f"({', '.join(s.name for s in study.settings)})")
     chosen = [s for s in study.settings if only is None or s.name in only]
     if overwrite:  # the measurements of the runs being replaced
         for setting in chosen:

@@ -23,7 +23,7 @@ from spnir.data.degrade import Compose, build_degradation
 from spnir.data.paired import OnError, PairedFolder
 from spnir.data.sampling import EpochSampler
 from spnir.ema import ModelEMA
-from spnir.errors import SpnirError, shown
+from spnir.errors import Param, SpnirError, shown
 from spnir.features import VGGFeatures
 from spnir.losses import build_loss
 from spnir.metrics import MetricSettings
@@ -231,7 +231,7 @@ def set_cuda_backends(config: Config, device: torch.device) -> list[str]:
 
 
 # How a config's user asks for random VGG weights (the message of missing ImageNet weights says it).
-ASK_RANDOM_VGG = "--set spn.vgg_weights=random (or spn.vgg_weights: random in the config)"
+ASK_RANDOM_VGG = Param("overrides", ["spn.vgg_weights=random"], python="spn.vgg_weights: random in the config")
 
 
 def check_weight_files(config: Config) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from spnir.atomic import writing
-from spnir.errors import SpnirError
+from spnir.errors import Param, ParameterError
 
 try:
     import fcntl
@@ -61,8 +61,8 @@ def _acquire(path: Path) -> int:
                 return fd  # a file system without locks (ENOLCK, EOPNOTSUPP): train without the guard
             holder = os.read(fd, 500).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise SpnirError(f"{path.parent} is in use by another training ({holder}); wait for it to end, or "
-                             "give another --out folder") from None
+            raise ParameterError(f"{path.parent} is in use by another training ({holder}); wait for it to end, or "
+                                 "give another ", Param("out_dir"), " folder") from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

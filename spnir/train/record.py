@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from spnir.atomic import atomic_path
-from spnir.errors import SpnirError, shown
+from spnir.errors import Param, ParameterError, shown
 from spnir.train.config import Config
 from spnir.yamlfile import read_yaml
 
@@ -49,14 +49,13 @@ def existing_run(out_dir: Path) -> list[str]:
 
 def refuse_existing_run(out_dir: Path, found: list[str]) -> None:
     """Raise the error for a fresh start into a folder that holds a run."""
-    raise SpnirError(
-        f"{out_dir} already holds a run ({', '.join(found[:4])}); continue it with --resume auto, "
-        f"or give a fresh --out folder (--overwrite replaces that run)"
-    )
+    raise ParameterError(f"{out_dir} already holds a run ({', '.join(found[:4])}); continue it with ",
+                         Param("resume", "auto"), ", or give a fresh ", Param("out_dir"), " folder (",
+                         Param("overwrite", True), " replaces that run)")
 
 
 def clear_run(out_dir: Path) -> None:
-    """Remove what spnir wrote for a previous run in ``out_dir`` (``--overwrite``); nothing else."""
+    """Remove what spnir wrote for a previous run in ``out_dir`` (on ``overwrite``); nothing else."""
     for name in RUN_FILES:
         (out_dir / name).unlink(missing_ok=True)
     for name in RUN_FOLDERS:
@@ -87,8 +86,8 @@ def check_resume_settings(recorded: Config, config: Config, source: str, given: 
                           started_with: Sequence[str] | None = None) -> list[str]:
     """Refuse a resume that changes the result; return the keys that changed (for the record).
 
-    ``given``: the keys this command's ``--set`` gave (the user's word for a new length); ``started_with``:
-    the ``--set`` of the run's last start, quoted in the refusal so it can be given again."""
+    ``given``: the keys this start's overrides gave (the user's word for a new length); ``started_with``:
+    the overrides of the run's last start, quoted in the refusal so they can be given again."""
     differing = changed_settings(recorded, config)
     refused = [k for k in differing if not _within(k, NEUTRAL) and not _within(k, LENGTH)]
     unconfirmed = [k for k in differing if _within(k, LENGTH) and not _within(k, given)]
@@ -99,19 +98,20 @@ def check_resume_settings(recorded: Config, config: Config, source: str, given: 
     values = "; ".join(f"{k}: {shown(before.get(k, '<absent>'))} -> {shown(after.get(k, '<absent>'))}"
                        for k in listed[:6])
     more = f" (and {len(listed) - 6} more)" if len(listed) > 6 else ""
-    again = (f"; the run was last started with {' '.join('--set ' + shlex.quote(s) for s in started_with)}"
-             if started_with else "")
+    again: tuple[str | Param, ...] = (("; the run was last started with ", Param("overrides", list(started_with)))
+                                      if started_with else ())
     if refused:
-        raise SpnirError(
+        raise ParameterError(
             f"cannot resume {source}: these settings differ from the run's own and change what is trained: "
             f"{values}{more}. Resume with the settings the run was started with (history.yml in the run folder "
-            f"lists them{again}), or start a new run in a fresh --out folder")
-    wanted = " ".join(f"--set {k}={after[k]}" for k in unconfirmed if after.get(k) is not None)
-    raise SpnirError(
+            "lists them", *again, "), or start a new run in a fresh ", Param("out_dir"), " folder")
+    wanted = [f"{k}={after[k]}" for k in unconfirmed if after.get(k) is not None]
+    raise ParameterError(
         f"cannot resume {source}: the run's length differs from its own: {values}. The length changes the result "
-        f"(the learning-rate schedule is computed from it), so it changes only when this command says so: to "
-        f"continue the run as it was started, give its own value again{again or ' (history.yml lists its --set)'}; "
-        f"to change the length, add {wanted or 'the new length with --set'} to this command")
+        "(the learning-rate schedule is computed from it), so it changes only when this start says so: to "
+        "continue the run as it was started, give its own value again", *(again or (" (history.yml lists it)",)),
+        "; to change the length, add ", Param("overrides", wanted) if wanted else "the new length",
+        " to this start")
 
 
 def final_weights(out_dir: Path) -> list[str]:
@@ -121,11 +121,11 @@ def final_weights(out_dir: Path) -> list[str]:
 
 def refuse_continuing_finished(out_dir: Path, finals: list[str], newest: Path | None) -> None:
     """Raise the error for a resume that would train on in a finished run's folder."""
-    start_from = f"--resume {shlex.quote(str(newest))}" if newest is not None else "--resume CHECKPOINT"
-    raise SpnirError(
+    raise ParameterError(
         f"{out_dir} holds a finished run ({', '.join(finals)}); continuing it there would replace its result. "
-        f"To train on from its end, start a new run from its last checkpoint: {start_from} --out NEW_FOLDER "
-        f"(with --set of the new length)")
+        "To train on from its end, start a new run from its last checkpoint: ",
+        Param("resume", str(newest) if newest is not None else "CHECKPOINT"), " ", Param("out_dir", "NEW_FOLDER"),
+        ", with the new length in ", Param("overrides"))
 
 
 def read_history(out_dir: Path) -> list[dict[str, Any]]:

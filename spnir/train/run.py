@@ -13,7 +13,7 @@ from torch import nn
 from spnir.allocator import use_cpu_allocator
 from spnir.archs.model_files import save_model_checkpoint
 from spnir.atomic import atomic_path, remove_stale_temporaries
-from spnir.errors import SpnirError
+from spnir.errors import Param, ParameterError, SpnirError
 from spnir.spn import NegativeLoss
 from spnir.train.build import build_parts, describe
 from spnir.train.config import Config, dump_config, load_config
@@ -88,7 +88,8 @@ def run_training(
     if config_file is None and not isinstance(config, dict):
         config_file = str(config)
     if resume is not None and overwrite:
-        raise SpnirError("--overwrite replaces a run and --resume continues one: give one of them")
+        raise ParameterError(Param("overwrite", True), " replaces a run and ", Param("resume"),
+                             " continues one: give one of them")
     config = load_config(config, overrides, notes)
     notes.append(f"{use_cpu_allocator(config['train']['cpu_allocator'])} (train.cpu_allocator)")
     out_dir = Path(out_dir)

@@ -364,7 +364,7 @@ class Trainer:
                 if stop_now:
                     name = signal.Signals(stop.signum).name if stop.signum else "a signal on another rank"
                     self.logger.message(f"stopped by {name} at iteration {it}; checkpoint {last_ckpt}; "
-                                        "continue with --resume auto")
+                                        "resume from it to continue")
                     return FitResult(it, f"interrupted ({name})", last_ckpt, self.last_validation,
                                      self._best(), stop.signum)
         return FitResult(self.iteration, "completed", last_ckpt, self.last_validation, self._best())

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from spnir.atomic import atomic_path
-from spnir.errors import SpnirError
+from spnir.errors import Param, ParameterError, SpnirError
 
 CONVENTIONS = ("torchvision", "caffe")
 NAMED_SPACES = ("imagenet", "imagenet-caffe", "random")
@@ -83,12 +83,15 @@ def known_file(name: str) -> KnownFile:
     return KNOWN_FILES[name]
 
 
+ASK_RANDOM = Param("vgg_weights", "random")  # how a caller of VGGFeatures asks for random weights
+
+
 def resolve_feature_space(kind: str, vgg_weights: str | os.PathLike | None = "imagenet", seed: int = 0,
-                          ask_random: str = "vgg_weights='random'") -> FeatureSpace:
+                          ask_random: Param = ASK_RANDOM) -> FeatureSpace:
     """The feature space ``vgg_weights`` names for a ``kind`` network (see the module docstring).
 
     ``ask_random`` is how the caller's user asks for random weights, for the message of missing ImageNet weights
-    (``--vgg-weights random`` on the command line).
+    (a command words it as its option, ``--vgg-weights random``).
     """
     _check_kind(kind)
     text = "random" if vgg_weights is None else str(vgg_weights)
@@ -104,13 +107,12 @@ def resolve_feature_space(kind: str, vgg_weights: str | os.PathLike | None = "im
         path = cached_vgg_path(name)
         if not path.is_file():
             source = ("torchvision's " if known.convention == "torchvision" else "") + known.file_name.split("-")[0]
-            raise SpnirError(
+            raise ParameterError(
                 f"{known.description} not found at {path}. Place it with `spnir weights {name} --from FILE` "
                 f"({source} file)"
                 + (f", or `spnir weights {name}` on a machine that is online" if known.url else "")
                 + "; or give the file's path instead. To train against seeded random VGG features instead (not "
-                f"the method's feature space), ask for it explicitly with {ask_random}."
-            )
+                "the method's feature space), ask for it explicitly with ", ask_random, ".")
         return FeatureSpace(path, known.convention, known.description)
     stated, _, rest = text.partition(":")
     if stated in CONVENTIONS and rest:

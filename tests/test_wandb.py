@@ -2,6 +2,7 @@
 the same W&B run; BasicSR's logger.wandb maps to it; what it needs is checked with the config."""
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -62,7 +63,8 @@ def test_an_offline_wandb_run_holds_the_scalars_and_a_resume_continues_it(data: 
     assert first.name.endswith(run_id)
     assert run_training(config, out, resume="auto").completed
     runs = _offline_runs(out)
-    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)  # one W&B run, continued
+    # one W&B run, continued: both folders carry its id (W&B adds "-1" when both started in the same second)
+    assert len(runs) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", r.name) for r in runs)
     names = read_scalars(out / "scalars.csv")
     logged = _written(runs[1] / f"run-{run_id}.wandb", [name.encode() for name in names])
     assert names and all(name.encode() in logged for name in names), (sorted(names), logged[:2000])

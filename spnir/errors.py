@@ -62,6 +62,13 @@ def worded_as_options(options: Mapping[str, str]) -> Iterator[None]:
         _options = before
 
 
+def in_current_words(param: Param) -> str:
+    """``param`` as the running command's option spells it (:func:`worded_as_options`), else as Python does:
+    for a message built where it is raised."""
+    option = _options.get(param.name)
+    return param.spelled() if option is None else param.as_option(option)
+
+
 class ParameterError(SpnirError):
     """Bad input whose message names parameters of the call: ``parts`` are text and :class:`Param` s.
 

@@ -111,6 +111,15 @@ def opset_of(path: str | os.PathLike) -> int:
     return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def check_traced_size(size: int | None) -> None:
+    """Refuse a traced height ``size`` whose input (``size`` x ``1.5 size``) has a side over :data:`MAX_SIZE`.
+    It needs no model, so a command checks it before reading the checkpoint."""
+    if size is not None and size + size // 2 > MAX_SIZE:
+        raise ParameterError(Param("size", size), f": the traced input is {size}x{size + size // 2}, over the "
+                             f"largest side {MAX_SIZE}; a dynamic export takes larger images whatever its traced "
+                             "size")
+
+
 def verification_sizes(model: nn.Module, size: int | None, dynamic: bool) -> list[tuple[int, int]]:
     """(height, width) of the traced input first, then, when ``dynamic``, a sweep to verify on.
 
@@ -119,15 +128,12 @@ def verification_sizes(model: nn.Module, size: int | None, dynamic: bool) -> lis
     odd sides, every one not a multiple of the usual windows but ``m``, across one, two and three windows or
     patches, so that padding, local windows and patch splits change between checks.
     """
+    check_traced_size(size)
     low = min_size(model)
     base = max(size or 64, low)
     if size is not None and size < low:
         raise ParameterError(Param("size", size), f": this model exports for sides of at least {low}")
     traced = (base, base + base // 2)
-    if dynamic and traced[1] > MAX_SIZE:
-        raise ParameterError(Param("size", size), f": a dynamic export is traced at {traced[0]}x{traced[1]}, over "
-                             f"its largest side {MAX_SIZE}; the traced size does not limit a dynamic export: "
-                             "leave it out")
     if not dynamic:
         return [traced]
     sides = [low, low + 1, low + 7, 2 * low - 1, 2 * low + 1, 3 * low + 5]

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from spnir.errors import Param, ParameterError, SpnirError
+from spnir.errors import Param, ParameterError, SpnirError, in_current_words
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -93,7 +93,7 @@ class _TileRunner:
         if tuple(y.shape[-2:]) != expected:
             raise SpnirError(
                 f"model output is {tuple(y.shape[-2:])} for a {tuple(x.shape[-2:])} input; "
-                f"expected {expected} at scale {self.scale} (wrong --scale?)"
+                f"expected {expected} at scale {self.scale} (wrong {in_current_words(Param('scale'))}?)"
             )
         return y
 

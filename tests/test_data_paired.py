@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from spnir.data import PairedFolder
-from spnir.errors import SpnirError
+from spnir.errors import SpnirError, worded_as_options
 
 
 def write(path: Path, width: int, height: int, seed: int = 0, mode: str = "RGB") -> Path:
@@ -53,8 +53,10 @@ def test_sr_size_mismatch_says_sizes_and_scale(tmp_path):
 def test_sr_names_without_scale_hint(tmp_path):
     write(tmp_path / "HR" / "0001.png", 32, 24)
     write(tmp_path / "LR" / "0001x4.png", 8, 6)
-    with pytest.raises(SpnirError, match="give its scale \\(--scale 4"):
+    with pytest.raises(SpnirError, match="give its scale \\(scale=4; model.scale: 4 in a training config"):
         PairedFolder(tmp_path / "LR", tmp_path / "HR")
+    with worded_as_options({"scale": "--scale"}), pytest.raises(SpnirError, match="give its scale \\(--scale 4;"):
+        PairedFolder(tmp_path / "LR", tmp_path / "HR")  # as spnir eval words it
 
 
 def test_reside_several_hazy_per_clear_and_ots_names(tmp_path):

@@ -123,6 +123,14 @@ def test_a_graph_fixed_to_some_sizes_is_refused_and_not_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_a_traced_size_over_the_largest_side_is_refused_by_one_rule(tmp_path, dynamic):
+    path = tmp_path / "big.onnx"
+    with pytest.raises(SpnirError, match="^size=9000: the traced input is 9000x13500, over the largest side 8192"):
+        export_onnx(create_model("edsr-baseline", 2, **TINY["edsr-baseline"]), path, dynamic=dynamic, size=9000)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fixed_size_export_and_fp16(tmp_path):
     import onnx
 

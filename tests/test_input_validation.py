@@ -11,7 +11,7 @@ from spnir.archs.arguments import ArgumentError, check_arguments, describe_type
 from spnir.archs.model_files import model_for_inference, save_model_checkpoint
 from spnir.archs.registry import check_overrides
 from spnir.cli import main
-from spnir.errors import SpnirError
+from spnir.errors import SpnirError, worded_as_options
 from spnir.train.config import load_config
 
 
@@ -51,15 +51,20 @@ def test_custom_callables_are_checked_too():
     assert describe_type(int | None) == "an integer or null"
 
 
-def test_inference_overrides_name_the_set_option_before_the_file_is_read(tmp_path):
+def test_inference_overrides_are_checked_before_the_file_is_read_and_named_as_the_caller_gave_them(tmp_path):
     missing = tmp_path / "not-there.pth"
-    with pytest.raises(SpnirError, match="^--set num_feats: preset 'edsr-baseline' has no argument"):
-        model_for_inference(missing, "edsr-baseline", 2, overrides={"num_feats": 4}, cli=True)
+    with pytest.raises(SpnirError, match="^override num_feats: preset 'edsr-baseline' has no argument"):
+        model_for_inference(missing, "edsr-baseline", 2, overrides={"num_feats": 4})
     ckpt = save_model_checkpoint(create_model("edsr-baseline", 2, num_feat=4, num_block=1), tmp_path / "m.pt")
-    with pytest.raises(SpnirError, match="^--set num_block = 'two' \\(str\\)"):
-        model_for_inference(ckpt, overrides={"num_block": "two"}, cli=True)
-    with pytest.raises(SpnirError, match="trained for scale 2; got --scale 3"):
-        model_for_inference(ckpt, scale=3, cli=True)
+    with pytest.raises(SpnirError, match="trained for scale 2; got scale=3$"):
+        model_for_inference(ckpt, scale=3)
+    with worded_as_options({"overrides": "--set", "scale": "--scale"}):  # as restore, eval and export word them
+        with pytest.raises(SpnirError, match="^--set num_feats: preset 'edsr-baseline' has no argument"):
+            model_for_inference(missing, "edsr-baseline", 2, overrides={"num_feats": 4})
+        with pytest.raises(SpnirError, match="^--set num_block = 'two' \\(str\\)"):
+            model_for_inference(ckpt, overrides={"num_block": "two"})
+        with pytest.raises(SpnirError, match="trained for scale 2; got --scale 3$"):
+            model_for_inference(ckpt, scale=3)
 
 
 def test_cli_restore_names_a_bad_override(tmp_path, capsys):
@@ -138,11 +143,13 @@ def test_errors_name_the_file_or_the_override_that_set_the_value(tmp_path):
     path = _write(config, tmp_path / "run.yml")
     with pytest.raises(SpnirError, match=f"^{path}: optim.lr = 'fast'"):
         load_config(path)
-    with pytest.raises(SpnirError, match="^--set optim.lr=slow: optim.lr = 'slow'"):
+    with pytest.raises(SpnirError, match="^override 'optim.lr=slow': optim.lr = 'slow'"):
         load_config(path, ["optim.lr=slow"])
+    with worded_as_options({"overrides": "--set"}), pytest.raises(SpnirError, match="^--set optim.lr=slow: optim"):
+        load_config(path, ["optim.lr=slow"])  # as spnir train words it
     with pytest.raises(SpnirError, match=f"^{path}: optim.lr = 'fast'"):  # another override: still the file
         load_config(path, ["optim.type=AdamW"])
-    with pytest.raises(SpnirError, match="^--set optim={lr: x}: optim.lr = 'x'"):  # a whole section set
+    with pytest.raises(SpnirError, match="^override 'optim={lr: x}': optim.lr = 'x'"):  # a whole section set
         load_config(path, ["optim={lr: x}"])
     with pytest.raises(SpnirError, match="expected a dotted key"):
         load_config(path, ["=3"])
@@ -371,7 +378,7 @@ def test_missing_frozen_negative_files_are_named_before_the_data_is_read(tmp_pat
 
 # -- one message, two audiences: parameters for Python callers, options at the command line ----------------
 def test_a_parameter_error_names_parameters_in_python_and_options_in_a_command():
-    from spnir.errors import Param, ParameterError, worded_as_options
+    from spnir.errors import Param, ParameterError
 
     error = ParameterError("run: continue it with ", Param("resume", "auto"), ", or give a fresh ", Param("out_dir"),
                            " folder (", Param("overwrite", True), "); ", Param("overrides", ["a=1", "b=[1, 2]"]))

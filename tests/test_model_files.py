@@ -222,14 +222,17 @@ def test_numpy_scalar_allow_list_under_numpy_1_and_2():
         assert type(np.dtype(object)) not in classes and len(allowed) == 2 + 1 + 12
 
 
-def test_foreign_weights_without_a_preset_name_the_argument_of_the_caller(tmp_path):
+def test_foreign_weights_without_a_preset_name_the_argument_of_the_caller(tmp_path, capsys):
     from spnir.archs.model_files import model_for_inference
+    from spnir.cli import main
+    from spnir.imageio import save_image
 
     weights = tmp_path / "plain.pth"
     torch.save(create_model("edsr-baseline", 2, num_block=1, num_feat=4).state_dict(), weights)
     with pytest.raises(SpnirError, match="name its preset with preset= for official"):
         model_for_inference(weights)
-    with pytest.raises(SpnirError, match="name its preset with --model for official"):
-        model_for_inference(weights, cli=True)
+    save_image(torch.rand(3, 8, 8), tmp_path / "x.png")
+    assert main(["restore", str(tmp_path / "x.png"), "--checkpoint", str(weights), "--out", str(tmp_path / "o")]) == 2
+    assert "name its preset with --model for official" in capsys.readouterr().err
     model, scale = model_for_inference(weights, "edsr-baseline", 2, overrides={"num_block": 1, "num_feat": 4})
     assert scale == 2

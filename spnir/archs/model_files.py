@@ -26,7 +26,7 @@ spnir's model checkpoint (what :func:`save_model_checkpoint` writes, see ``docs/
 or a ``.safetensors`` file holding the state dict, with ``format``, ``version``, ``preset`` and ``meta``
 (JSON) in its metadata. :func:`model_from_checkpoint` rebuilds the model from such a file alone;
 :func:`model_for_inference` (what ``spnir restore`` and ``spnir eval`` use) also takes a preset name for
-official weights, a scale and ``KEY=VALUE`` preset overrides (:func:`parse_overrides`).
+official weights, a scale and preset overrides (test-time options such as NAFNet's ``local=True``).
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ from spnir.archs.registry import (
     preset_record,
 )
 from spnir.atomic import atomic_path, save_torch_atomic
-from spnir.errors import SpnirError
+from spnir.errors import Param, SpnirError, in_current_words
 from spnir.weights.checksum import KEY as CHECKSUM_KEY
 from spnir.weights.checksum import content_checksum, with_checksum
 from spnir.weights.checksum import verify as verify_checksum
@@ -206,7 +206,7 @@ def select_state_dict(content: Mapping[str, Any], key: str | None = None, source
     if not _all_tensors(state):
         raise SpnirError(
             f"{source}: does not look like a state dict (it holds {_describe_entries(state)}); "
-            f"choose the entry holding the weights (--key on the command line, key= in Python)"
+            f"choose the entry holding the weights with {in_current_words(Param('key', python='key='))}"
         )
     return state
 
@@ -371,26 +371,12 @@ def input_channels(model: nn.Module) -> int:
     return first.in_channels if first is not None else 3
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["local=true", "img_size=64"]`` -> ``{"local": True, "img_size": 64}`` (values parsed as YAML)."""
-    import yaml
-
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SpnirError(f"--set {item!r}: expected KEY=VALUE, e.g. --set local=true")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
-
 def model_for_inference(
     checkpoint: str | os.PathLike,
     preset: str | None = None,
     scale: int | None = None,
     key: str | None = None,
     overrides: Mapping[str, Any] | None = None,
-    cli: bool = False,
 ) -> tuple[nn.Module, int]:
     """The model of ``checkpoint`` with its weights loaded, and its scale (1 for presets that do not upscale).
 
@@ -399,9 +385,10 @@ def model_for_inference(
     overrides and scale are the starting point: ``overrides`` (test-time options such as NAFNet's
     ``local=True``) go on top, and a ``scale`` other than the recorded one is an error. ``key`` picks the
     state dict entry (see :func:`load_checkpoint`). ``overrides`` are checked against the preset's arguments
-    before the file is read when ``preset`` is given; ``cli=True``: messages name ``--set`` and ``--scale``.
+    before the file is read when ``preset`` is given. Messages name ``overrides``, ``scale`` and ``preset`` as
+    the running command's options when there is one (:func:`spnir.errors.in_current_words`).
     """
-    where, scale_setting, preset_setting = ("--set ", "--scale", "--model") if cli else ("", "scale", "preset=")
+    where = in_current_words(Param("overrides", python="override")) + " "  # "--set num_feats: ..." in a command
     if preset is not None:
         check_overrides(preset, overrides or {}, where)
     content = read_checkpoint(checkpoint)
@@ -410,7 +397,7 @@ def model_for_inference(
     if name is None:
         raise SpnirError(
             f"{checkpoint}: not a spnir model checkpoint (no preset recorded), so name its preset with "
-            f"{preset_setting} for official or foreign weights"
+            f"{in_current_words(Param('preset', python='preset='))} for official or foreign weights"
         )
     options = dict(overrides or {})
     if recorded and recorded["name"] == name:
@@ -418,13 +405,14 @@ def model_for_inference(
         trained = recorded.get("scale")
         if scale not in (None, trained) and not (trained is None and scale == 1):
             raise SpnirError(
-                f"{checkpoint}: preset {name!r} was trained for scale {trained or 1}; got {scale_setting} {scale}"
+                f"{checkpoint}: preset {name!r} was trained for scale {trained or 1}; got "
+                f"{in_current_words(Param('scale', scale))}"
             )
         scale = trained if scale is None else scale
     if get_preset(name).scales is None and scale == 1:
         scale = None
     check_overrides(name, overrides or {}, where)
-    check_scale(name, scale, scale_setting)
+    check_scale(name, scale, in_current_words(Param("scale")))
     model = create_model(name, scale, **options)
     load_state_into(model, content, key=key, source=str(checkpoint))
     return model, scale or 1

@@ -6,7 +6,7 @@ import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +21,21 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-allocator", choices=CHOICES, default="keep",
                         help="keep (default): freed CPU memory stays in the process, no page faults per image "
                              "(glibc); system: leave malloc as it is")
+
+
+def preset_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set local=true --set img_size=64`` (restore, eval, export) -> ``{"local": True, "img_size": 64}``,
+    each value read as YAML."""
+    from spnir.errors import SpnirError
+    from spnir.yamlfile import parse_yaml
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpnirError(f"--set {item!r}: expected KEY=VALUE, e.g. --set local=true")
+        overrides[key.strip()] = parse_yaml(value, f"--set {key.strip()}")
+    return overrides
 
 
 def runtime_device(args: argparse.Namespace) -> torch.device:

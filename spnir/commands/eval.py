@@ -34,6 +34,7 @@ from spnir.commands import (
     non_negative_int,
     output_file,
     positive_int,
+    preset_overrides,
     runtime_device,
     vgg_weights_source,
 )
@@ -58,8 +59,9 @@ from spnir.metrics.suite import PERCEPTUAL, MetricSuite, check_metric_names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=_method, help="'bicubic' (default without --checkpoint) or a preset name; "
-                                                      "omit it for a spnir checkpoint, which records its preset")
+    parser.add_argument("--model", dest="preset", type=_method,
+                        help="'bicubic' (default without --checkpoint) or a preset name; omit it for a spnir "
+                             "checkpoint, which records its preset")
     parser.add_argument("--checkpoint", type=existing_file,
                         help="weights for --model (official release, BasicSR or spnir file)")
     parser.add_argument("--key", help="state dict inside the checkpoint, e.g. params_ema (default as BasicSR)")
@@ -144,7 +146,7 @@ def _recorded(args: argparse.Namespace) -> None:
         from spnir.archs.registry import get_preset
 
         record = checkpoint_preset(read_checkpoint(args.checkpoint))
-        if record and args.model in (None, record["name"]):
+        if record and args.preset in (None, record["name"]):
             args.task = args.task or get_preset(record["name"]).task
             if args.scale is None and args.task == "sr":
                 args.scale = record.get("scale")
@@ -165,15 +167,13 @@ def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -
     from spnir.archs.model_files import (
         input_channels,
         model_for_inference,
-        parse_overrides,
     )
     from spnir.archs.registry import preset_record
     from spnir.restore import MemoryCheck
 
     if not args.checkpoint:
-        raise SpnirError(f"--model {args.model} needs --checkpoint PATH (its trained weights)")
-    model, _ = model_for_inference(args.checkpoint, args.model, scale, args.key, parse_overrides(args.overrides),
-                                   cli=True)
+        raise SpnirError(f"--model {args.preset} needs --checkpoint PATH (its trained weights)")
+    model, _ = model_for_inference(args.checkpoint, args.preset, scale, args.key, preset_overrides(args.overrides))
     model.eval().to(device)
     channels = input_channels(model)
     fits = MemoryCheck(model, scale, device, channels, tile=args.tile)
@@ -190,7 +190,7 @@ def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -
 
 def _restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:
     """``(restore, method name, input channels)``."""
-    if args.model == "bicubic" or (args.model is None and not args.checkpoint):
+    if args.preset == "bicubic" or (args.preset is None and not args.checkpoint):
         if args.checkpoint or args.overrides:
             raise SpnirError("--model bicubic takes no --checkpoint and no --set")
         if args.task != "sr":

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spnir.commands import existing_file, output_file_like, positive_int, preset_name
+from spnir.commands import existing_file, output_file_like, positive_int, preset_name, preset_overrides
 from spnir.errors import SpnirError
 
 if TYPE_CHECKING:
@@ -25,8 +25,8 @@ SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=existing_file,
                         help=".pth/.pt/.safetensors weights (official or spnir)")
-    parser.add_argument("--model", type=preset_name, help="preset name (see docs/models.md); optional for spnir "
-                                                          "checkpoints")
+    parser.add_argument("--model", dest="preset", type=preset_name,
+                        help="preset name (see docs/models.md); optional for spnir checkpoints")
     parser.add_argument("--scale", type=positive_int, help="upscaling factor of SR presets")
     parser.add_argument("--key", help="entry of the checkpoint holding the weights, e.g. params_ema")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -65,14 +65,11 @@ def check_arguments(args: argparse.Namespace, fmt: str) -> None:
         if given:
             raise SpnirError(f"{', '.join(given)}: ONNX options; a safetensors export holds weights only")
     if fmt == "onnx":
-        from spnir.export import DEFAULT_OPSET, MAX_SIZE, check_opset, require_export_packages
+        from spnir.export import DEFAULT_OPSET, check_opset, check_traced_size, require_export_packages
 
         require_export_packages()
         check_opset(args.opset or DEFAULT_OPSET)
-        if args.size is not None and args.size + args.size // 2 > MAX_SIZE:
-            raise SpnirError(f"--size {args.size}: the traced input is {args.size}x{args.size + args.size // 2}, over "
-                             f"the largest side {MAX_SIZE}; a --dynamic export takes larger images whatever its "
-                             "traced size")
+        check_traced_size(args.size)
     if out.exists() and out.resolve() == checkpoint.resolve():
         raise SpnirError(f"--out {out} is the checkpoint itself; choose another --out")
     if out.exists() and not args.overwrite:
@@ -80,7 +77,7 @@ def check_arguments(args: argparse.Namespace, fmt: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnir.archs.model_files import model_for_inference, parse_overrides
+    from spnir.archs.model_files import model_for_inference
     from spnir.atomic import remove_stale_temporaries
     from spnir.export import DEFAULT_OPSET, MAX_SIZE, TOLERANCE, describe_model, min_size, opset_of
     from spnir.progress import note
@@ -89,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(out, args.format)
     check_arguments(args, fmt)
     remove_stale_temporaries(out.parent)  # what a killed export was writing
-    model, scale = model_for_inference(args.checkpoint, args.model, args.scale, args.key,
-                                       parse_overrides(args.overrides), cli=True)
+    model, scale = model_for_inference(args.checkpoint, args.preset, args.scale, args.key,
+                                       preset_overrides(args.overrides))
     info = describe_model(model)
     what = f"preset {info['preset']}" + (f" x{scale}" if scale > 1 else "") + (", fp16" if args.half else ", fp32")
     if fmt == "safetensors":

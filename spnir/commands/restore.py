@@ -24,6 +24,7 @@ from spnir.commands import (
     output_folder,
     positive_int,
     preset_name,
+    preset_overrides,
     runtime_device,
 )
 from spnir.errors import SpnirError
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder, not an input folder (file names are kept)")
     parser.add_argument("--checkpoint", required=True, type=existing_file,
                         help=".pth/.pt/.safetensors weights (official or spnir)")
-    parser.add_argument("--model", type=preset_name,
+    parser.add_argument("--model", dest="preset", type=preset_name,
                         help="preset name (see docs/models.md); optional for spnir checkpoints")
     parser.add_argument("--scale", type=positive_int, help="upscaling factor of SR presets")
     parser.add_argument("--key", help="entry of the checkpoint holding the weights, e.g. params_ema")
@@ -125,7 +126,7 @@ def check_plan(plan: dict[Path, Path], inputs: list[str], out_dir: Path, fmt: st
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnir.archs.model_files import input_channels, model_for_inference, parse_overrides
+    from spnir.archs.model_files import input_channels, model_for_inference
     from spnir.atomic import remove_stale_temporaries
     from spnir.imageio import header_size, load_image, save_image, to_gray
     from spnir.restore import MemoryCheck
@@ -143,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
     device = runtime_device(args)
     if args.half and device.type != "cuda":
         raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
-    model, scale = model_for_inference(args.checkpoint, args.model, args.scale, args.key,
-                                       parse_overrides(args.overrides), cli=True)
+    model, scale = model_for_inference(args.checkpoint, args.preset, args.scale, args.key,
+                                       preset_overrides(args.overrides))
     model = model.eval().to(device)
     gray = input_channels(model) == 1  # 1-channel models (DnCNN) read and write grayscale images
     if args.half:

@@ -41,7 +41,7 @@ from typing import Literal, TypeVar
 
 from torch.utils.data import Dataset
 
-from spnir.errors import SpnirError
+from spnir.errors import Param, SpnirError, in_current_words
 from spnir.imageio import header_size, is_image_file, list_images, read_image
 
 log = logging.getLogger("spnir.data")
@@ -327,8 +327,8 @@ class PairedFolder(Dataset):
         if self.scale == 1:
             suffixed = [p.name for p in list_images(self.lq_dir) if re.search(r"x\d$", p.stem, re.IGNORECASE)]
             if suffixed:
-                sr_hint = (f"; LQ names such as {suffixed[0]} look like an SR set: give its scale (--scale 4, "
-                           "model.scale: 4)")
+                sr_hint = (f"; LQ names such as {suffixed[0]} look like an SR set: give its scale "
+                           f"({in_current_words(Param('scale', 4))}; model.scale: 4 in a training config)")
         if best is None:
             raise SpnirError(
                 f"{self.lq_dir}: no LQ image pairs with a GT image in {self.gt_dir} under any layout "

@@ -1,6 +1,6 @@
 """Reading a training config: the YAML file (``base:`` files merged under it, a BasicSR-style option file mapped
-by :mod:`spnir.train.basicsr`), ``--set key=value`` overrides, then one check (:func:`validate`) shared by
-``spnir train --print-config`` and training."""
+by :mod:`spnir.train.basicsr`), ``key=value`` overrides (``spnir train --set``), then one check
+(:func:`validate`) shared by ``spnir train --print-config`` and training."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from spnir.errors import SHOWN_CHARS, SpnirError, shown
+from spnir.errors import SHOWN_CHARS, Param, SpnirError, in_current_words
 from spnir.train.config.rules import check_runnable
 from spnir.train.config.schema import Config, Origin, check_schema
 from spnir.yamlfile import parse_yaml, read_yaml
@@ -24,8 +24,8 @@ def load_config(
     """Read, map (BasicSR-style files), override and validate a config; return it with defaults filled in.
 
     ``overrides`` are ``"dotted.key=value"`` strings (values parsed as YAML); an error about a value one of
-    them set names that ``--set``, not the file. ``notes`` collects what the BasicSR mapping ignored
-    (settings with no effect here).
+    them set names that override (``spnir train``'s ``--set``), not the file. ``notes`` collects what the
+    BasicSR mapping ignored (settings with no effect here).
     """
     if isinstance(source, dict):
         raw, origin = _with_base(copy.deepcopy(source), Path.cwd(), "config", ()), "config"
@@ -37,7 +37,7 @@ def load_config(
         raw = map_basicsr_options(raw, origin, notes if notes is not None else [])
     if raw.get("name") is None and not isinstance(source, dict):
         raw["name"] = Path(source).stem
-    applied = tuple((apply_override(raw, item), f"--set {_shown_item(item)}") for item in overrides)
+    applied = tuple((apply_override(raw, item), override_param(item)) for item in overrides)
     return validate(raw, Origin(origin, applied))
 
 
@@ -72,21 +72,24 @@ def _is_basicsr(raw: Config) -> bool:
     return "network_g" in raw or "datasets" in raw
 
 
-def _shown_item(item: str) -> str:
-    """A ``--set`` item for messages, a long value cut (:func:`spnir.errors.shown`)."""
+def override_param(item: str) -> Param:
+    """One ``key=value`` override, named in messages: ``override 'optim.lr=slow'`` in Python, ``--set
+    optim.lr=slow`` in ``spnir train`` (a long value cut, as :func:`spnir.errors.shown` cuts)."""
     item = item.strip()
-    return item if len(item) <= SHOWN_CHARS else f"{item[:SHOWN_CHARS]}... ({len(item)} characters)"
+    cut = item if len(item) <= SHOWN_CHARS else f"{item[:SHOWN_CHARS]}... ({len(item)} characters)"
+    return Param("overrides", python=f"override {cut!r}" if cut == item else f"override {cut}", metavar=cut)
 
 
 def apply_override(config: Config, item: str) -> str:
     """Set ``a.b.c=value`` in ``config`` (value parsed as YAML, so ``[1, 2]`` is a list); returns the key."""
+    named = in_current_words(override_param(item))
     if "=" not in item:
-        raise SpnirError(f"--set {shown(item)}: expected key=value, e.g. optim.lr=2e-4")
+        raise SpnirError(f"{named}: expected key=value, e.g. optim.lr=2e-4")
     key, text = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise SpnirError(f"--set {shown(item)}: expected a dotted key before '=', e.g. optim.lr=2e-4")
-    value = parse_yaml(text, f"--set {_shown_item(key)}")
+        raise SpnirError(f"{named}: expected a dotted key before '=', e.g. optim.lr=2e-4")
+    value = parse_yaml(text, named)
     parts = key.split(".")
     node = config
     for depth, part in enumerate(parts[:-1]):
@@ -94,7 +97,7 @@ def apply_override(config: Config, item: str) -> str:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise SpnirError(f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section")
+            raise SpnirError(f"{named}: {'.'.join(parts[:depth + 1])} is not a section")
         node = child
     node[parts[-1]] = value
     return key

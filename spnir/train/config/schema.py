@@ -17,7 +17,7 @@ from spnir.coerce import conform, describe_type
 from spnir.data.builtin import SPLITS
 from spnir.data.paired import LAYOUTS
 from spnir.device import AUTOCAST_DTYPES, DTYPE_SPELLINGS
-from spnir.errors import SpnirError, shown
+from spnir.errors import Param, SpnirError, in_current_words, shown
 from spnir.evaluation import TASKS
 from spnir.features import VGG_KINDS
 from spnir.losses import ALIASES as LOSS_ALIASES
@@ -265,16 +265,17 @@ SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a config's values came from, for messages: its file, or the ``--set`` that gave a key its value."""
+    """Where a config's values came from, for messages: its file, or the override that gave a key its value."""
 
     source: str = "config"
-    overrides: tuple[tuple[str, str], ...] = ()  # (dotted key, "--set key=value") in the order applied
+    overrides: tuple[tuple[str, Param], ...] = ()  # (dotted key, the override that set it) in the order applied
 
     def at(self, *keys: str) -> str:
-        """The last ``--set`` that set one of ``keys`` (or a section holding it), else the file."""
+        """The last override that set one of ``keys`` (or a section holding it), as the running command words
+        it (``--set k=v``; see :func:`spnir.errors.in_current_words`), else the file."""
         for set_key, item in reversed(self.overrides):
             if any(k == set_key or k.startswith((set_key + ".", set_key + "[")) for k in keys):
-                return item
+                return in_current_words(item)
         return self.source
 
 

@@ -47,8 +47,9 @@ def test_a_killed_rank_is_restarted_and_resumes_bit_identically(tmp_path):
     run = _torchrun(cfg, killed, data, kill_after=checkpoint)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     log = (killed / "train.log").read_text()
-    assert f"resumed from {checkpoint} at iteration 4" in log, log
-    assert "failed (exitcode: -9) local_rank: 1" in run.stderr, run.stderr[-3000:]  # SIGKILL, then restarted
+    # the first attempt failed by the SIGKILL (not by anything else torchrun would also restart), then resumed
+    assert "failed (exitcode: -9) local_rank: 1" in run.stderr, log + run.stderr[-3000:]
+    assert f"resumed from {checkpoint} at iteration 4" in log, log + run.stderr[-3000:]
 
     plain = tmp_path / "plain"
     run = _torchrun(cfg, plain, data)

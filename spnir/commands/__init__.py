@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,19 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-allocator", choices=CHOICES, default="keep",
                         help="keep (default): freed CPU memory stays in the process, no page faults per image "
                              "(glibc); system: leave malloc as it is")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, ``--model``, ``--scale``, ``--key`` and ``--set``: the model that restore and export
+    build (:func:`spnir.archs.model_files.model_for_inference`, read by :func:`model_from_arguments`)."""
+    parser.add_argument("--checkpoint", required=True, type=existing_file,
+                        help=".pth/.pt/.safetensors weights (official or spnir)")
+    parser.add_argument("--model", dest="preset", type=preset_name,
+                        help="preset name (see docs/models.md); optional for spnir checkpoints")
+    parser.add_argument("--scale", type=positive_int, help="upscaling factor of SR presets")
+    parser.add_argument("--key", help="entry of the checkpoint holding the weights, e.g. params_ema")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="preset override (YAML value), e.g. --set local=true, --set img_size=64; repeatable")
 
 
 def preset_overrides(items: list[str]) -> dict[str, Any]:
@@ -36,6 +50,13 @@ def preset_overrides(items: list[str]) -> dict[str, Any]:
             raise SpnirError(f"--set {item!r}: expected KEY=VALUE, e.g. --set local=true")
         overrides[key.strip()] = parse_yaml(value, f"--set {key.strip()}")
     return overrides
+
+
+def model_from_arguments(args: argparse.Namespace) -> tuple[nn.Module, int]:
+    """The model and scale that :func:`add_model_arguments`' options name, its weights loaded."""
+    from spnir.archs.model_files import model_for_inference
+
+    return model_for_inference(args.checkpoint, args.preset, args.scale, args.key, preset_overrides(args.overrides))
 
 
 def runtime_device(args: argparse.Namespace) -> torch.device:

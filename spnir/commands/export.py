@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spnir.commands import existing_file, output_file_like, positive_int, preset_name, preset_overrides
+from spnir.commands import add_model_arguments, model_from_arguments, output_file_like, positive_int
 from spnir.errors import SpnirError
 
 if TYPE_CHECKING:
@@ -23,14 +23,7 @@ SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=existing_file,
-                        help=".pth/.pt/.safetensors weights (official or spnir)")
-    parser.add_argument("--model", dest="preset", type=preset_name,
-                        help="preset name (see docs/models.md); optional for spnir checkpoints")
-    parser.add_argument("--scale", type=positive_int, help="upscaling factor of SR presets")
-    parser.add_argument("--key", help="entry of the checkpoint holding the weights, e.g. params_ema")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="preset override (YAML value), e.g. --set local=true; repeatable")
+    add_model_arguments(parser)
     parser.add_argument("--out", required=True, type=output_file_like("model.onnx"),
                         help="file to write (.onnx or .safetensors)")
     parser.add_argument("--format", choices=("onnx", "safetensors"),
@@ -77,7 +70,6 @@ def check_arguments(args: argparse.Namespace, fmt: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnir.archs.model_files import model_for_inference
     from spnir.atomic import remove_stale_temporaries
     from spnir.export import DEFAULT_OPSET, MAX_SIZE, TOLERANCE, describe_model, min_size, opset_of
     from spnir.progress import note
@@ -86,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(out, args.format)
     check_arguments(args, fmt)
     remove_stale_temporaries(out.parent)  # what a killed export was writing
-    model, scale = model_for_inference(args.checkpoint, args.preset, args.scale, args.key,
-                                       preset_overrides(args.overrides))
+    model, scale = model_from_arguments(args)
     info = describe_model(model)
     what = f"preset {info['preset']}" + (f" x{scale}" if scale > 1 else "") + (", fp16" if args.half else ", fp32")
     if fmt == "safetensors":

@@ -18,13 +18,12 @@ from pathlib import Path
 import torch
 
 from spnir.commands import (
+    add_model_arguments,
     add_runtime_arguments,
-    existing_file,
+    model_from_arguments,
     non_negative_int,
     output_folder,
     positive_int,
-    preset_name,
-    preset_overrides,
     runtime_device,
 )
 from spnir.errors import SpnirError
@@ -35,14 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
     parser.add_argument("--out", required=True, type=output_folder,
                         help="output folder, not an input folder (file names are kept)")
-    parser.add_argument("--checkpoint", required=True, type=existing_file,
-                        help=".pth/.pt/.safetensors weights (official or spnir)")
-    parser.add_argument("--model", dest="preset", type=preset_name,
-                        help="preset name (see docs/models.md); optional for spnir checkpoints")
-    parser.add_argument("--scale", type=positive_int, help="upscaling factor of SR presets")
-    parser.add_argument("--key", help="entry of the checkpoint holding the weights, e.g. params_ema")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="preset override (YAML value), e.g. --set local=true, --set img_size=64; repeatable")
+    add_model_arguments(parser)
     parser.add_argument("--tile", type=positive_int, help="restore in tiles of this size (pixels of the input)")
     parser.add_argument("--tile-overlap", type=non_negative_int, default=32,
                         help="overlap of neighbouring tiles (default 32)")
@@ -126,7 +118,7 @@ def check_plan(plan: dict[Path, Path], inputs: list[str], out_dir: Path, fmt: st
 
 
 def run(args: argparse.Namespace) -> int:
-    from spnir.archs.model_files import input_channels, model_for_inference
+    from spnir.archs.model_files import input_channels
     from spnir.atomic import remove_stale_temporaries
     from spnir.imageio import header_size, load_image, save_image, to_gray
     from spnir.restore import MemoryCheck
@@ -144,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
     device = runtime_device(args)
     if args.half and device.type != "cuda":
         raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
-    model, scale = model_for_inference(args.checkpoint, args.preset, args.scale, args.key,
-                                       preset_overrides(args.overrides))
+    model, scale = model_from_arguments(args)
     model = model.eval().to(device)
     gray = input_channels(model) == 1  # 1-channel models (DnCNN) read and write grayscale images
     if args.half:

@@ -89,7 +89,7 @@ def apply_override(config: Config, item: str) -> str:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise SpnirError(f"{named}: expected a dotted key before '=', e.g. optim.lr=2e-4")
-    value = parse_yaml(text, named)
+    value = parse_yaml(text, in_current_words(override_param(key)))  # "--set a.b:1: not valid YAML: ..."
     parts = key.split(".")
     node = config
     for depth, part in enumerate(parts[:-1]):

@@ -50,6 +50,11 @@ class Param:
         values = self.value if isinstance(self.value, (list, tuple)) else [self.value]
         return " ".join(f"{option} {shlex.quote(str(v))}" for v in values)
 
+    def in_words_of(self, options: Mapping[str, str]) -> str:
+        """As the option ``options`` (parameter name -> option) holds for it, else as Python spells it."""
+        option = options.get(self.name)
+        return self.spelled() if option is None else self.as_option(option)
+
 
 @contextlib.contextmanager
 def worded_as_options(options: Mapping[str, str]) -> Iterator[None]:
@@ -63,10 +68,9 @@ def worded_as_options(options: Mapping[str, str]) -> Iterator[None]:
 
 
 def in_current_words(param: Param) -> str:
-    """``param`` as the running command's option spells it (:func:`worded_as_options`), else as Python does:
-    for a message built where it is raised."""
-    option = _options.get(param.name)
-    return param.spelled() if option is None else param.as_option(option)
+    """``param`` as the running command's option spells it (:func:`worded_as_options`), else as Python does: for
+    a name handed to a shared check as text (a message raised here is a :class:`ParameterError`)."""
+    return param.in_words_of(_options)
 
 
 class ParameterError(SpnirError):
@@ -86,6 +90,4 @@ class ParameterError(SpnirError):
     def worded(self, options: Mapping[str, str]) -> str:
         """The message with each parameter that ``options`` (parameter name -> option) holds spelled as that
         option, the others as Python spells them."""
-        return "".join(part if isinstance(part, str) else
-                       part.as_option(options[part.name]) if part.name in options else part.spelled()
-                       for part in self.parts)
+        return "".join(part if isinstance(part, str) else part.in_words_of(options) for part in self.parts)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from spnir.errors import Param, ParameterError, SpnirError, in_current_words
+from spnir.errors import Param, ParameterError, SpnirError
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -91,10 +91,8 @@ class _TileRunner:
         y = self.model(x)
         expected = (x.shape[-2] * self.scale, x.shape[-1] * self.scale)
         if tuple(y.shape[-2:]) != expected:
-            raise SpnirError(
-                f"model output is {tuple(y.shape[-2:])} for a {tuple(x.shape[-2:])} input; "
-                f"expected {expected} at scale {self.scale} (wrong {in_current_words(Param('scale'))}?)"
-            )
+            raise ParameterError(f"model output is {tuple(y.shape[-2:])} for a {tuple(x.shape[-2:])} input; "
+                                 f"expected {expected} at scale {self.scale} (wrong ", Param("scale"), "?)")
         return y
 
 

@@ -55,7 +55,7 @@ from spnir.archs.registry import (
     preset_record,
 )
 from spnir.atomic import atomic_path, save_torch_atomic
-from spnir.errors import Param, SpnirError, in_current_words
+from spnir.errors import Param, ParameterError, SpnirError, in_current_words
 from spnir.weights.checksum import KEY as CHECKSUM_KEY
 from spnir.weights.checksum import content_checksum, with_checksum
 from spnir.weights.checksum import verify as verify_checksum
@@ -204,10 +204,8 @@ def select_state_dict(content: Mapping[str, Any], key: str | None = None, source
         raise SpnirError(f"{source}: entry {key!r} is a {type(state).__name__}, expected a state dict")
     state = _strip_prefix(dict(state), "module.")
     if not _all_tensors(state):
-        raise SpnirError(
-            f"{source}: does not look like a state dict (it holds {_describe_entries(state)}); "
-            f"choose the entry holding the weights with {in_current_words(Param('key', python='key='))}"
-        )
+        raise ParameterError(f"{source}: does not look like a state dict (it holds {_describe_entries(state)}); "
+                             "choose the entry holding the weights with ", Param("key", python="key="))
     return state
 
 
@@ -395,19 +393,15 @@ def model_for_inference(
     recorded = checkpoint_preset(content)
     name = preset or (recorded or {}).get("name")
     if name is None:
-        raise SpnirError(
-            f"{checkpoint}: not a spnir model checkpoint (no preset recorded), so name its preset with "
-            f"{in_current_words(Param('preset', python='preset='))} for official or foreign weights"
-        )
+        raise ParameterError(f"{checkpoint}: not a spnir model checkpoint (no preset recorded), so name its preset "
+                             "with ", Param("preset", python="preset="), " for official or foreign weights")
     options = dict(overrides or {})
     if recorded and recorded["name"] == name:
         options = {**recorded.get("overrides", {}), **options}
         trained = recorded.get("scale")
         if scale not in (None, trained) and not (trained is None and scale == 1):
-            raise SpnirError(
-                f"{checkpoint}: preset {name!r} was trained for scale {trained or 1}; got "
-                f"{in_current_words(Param('scale', scale))}"
-            )
+            raise ParameterError(f"{checkpoint}: preset {name!r} was trained for scale {trained or 1}; got ",
+                                 Param("scale", scale))
         scale = trained if scale is None else scale
     if get_preset(name).scales is None and scale == 1:
         scale = None

@@ -26,7 +26,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint``, ``--model``, ``--scale``, ``--key`` and ``--set``: the model that restore and export
-    build (:func:`spnir.archs.model_files.model_for_inference`, read by :func:`model_from_arguments`)."""
+    build (:func:`spnir.archs.model_files.model_for_inference`, read by :func:`model_from_arguments`); eval has
+    its own ``--model`` (``bicubic`` too) and ``--scale`` (the task's)."""
     parser.add_argument("--checkpoint", required=True, type=existing_file,
                         help=".pth/.pt/.safetensors weights (official or spnir)")
     parser.add_argument("--model", dest="preset", type=preset_name,
@@ -52,11 +53,12 @@ def preset_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def model_from_arguments(args: argparse.Namespace) -> tuple[nn.Module, int]:
-    """The model and scale that :func:`add_model_arguments`' options name, its weights loaded."""
+def model_from_arguments(args: argparse.Namespace, scale: int | None) -> tuple[nn.Module, int]:
+    """The model that ``--checkpoint``, ``--model``, ``--key`` and ``--set`` name at ``scale``, its weights
+    loaded, and its scale."""
     from spnir.archs.model_files import model_for_inference
 
-    return model_for_inference(args.checkpoint, args.preset, args.scale, args.key, preset_overrides(args.overrides))
+    return model_for_inference(args.checkpoint, args.preset, scale, args.key, preset_overrides(args.overrides))
 
 
 def runtime_device(args: argparse.Namespace) -> torch.device:

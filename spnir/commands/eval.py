@@ -31,10 +31,10 @@ from spnir.commands import (
     add_runtime_arguments,
     existing_file,
     existing_folder,
+    model_from_arguments,
     non_negative_int,
     output_file,
     positive_int,
-    preset_overrides,
     runtime_device,
     vgg_weights_source,
 )
@@ -164,16 +164,13 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _model_restore(args: argparse.Namespace, scale: int, device: torch.device) -> tuple[RestoreFn, str, int]:
-    from spnir.archs.model_files import (
-        input_channels,
-        model_for_inference,
-    )
+    from spnir.archs.model_files import input_channels
     from spnir.archs.registry import preset_record
     from spnir.restore import MemoryCheck
 
     if not args.checkpoint:
         raise SpnirError(f"--model {args.preset} needs --checkpoint PATH (its trained weights)")
-    model, _ = model_for_inference(args.checkpoint, args.preset, scale, args.key, preset_overrides(args.overrides))
+    model, _ = model_from_arguments(args, scale)
     model.eval().to(device)
     channels = input_channels(model)
     fits = MemoryCheck(model, scale, device, channels, tile=args.tile)

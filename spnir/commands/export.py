@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(out, args.format)
     check_arguments(args, fmt)
     remove_stale_temporaries(out.parent)  # what a killed export was writing
-    model, scale = model_from_arguments(args)
+    model, scale = model_from_arguments(args, args.scale)
     info = describe_model(model)
     what = f"preset {info['preset']}" + (f" x{scale}" if scale > 1 else "") + (", fp16" if args.half else ", fp32")
     if fmt == "safetensors":

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     device = runtime_device(args)
     if args.half and device.type != "cuda":
         raise SpnirError("--half needs a CUDA device (float16 on CPU is slow or unsupported)")
-    model, scale = model_from_arguments(args)
+    model, scale = model_from_arguments(args, args.scale)
     model = model.eval().to(device)
     gray = input_channels(model) == 1  # 1-channel models (DnCNN) read and write grayscale images
     if args.half:

@@ -41,7 +41,7 @@ from typing import Literal, TypeVar
 
 from torch.utils.data import Dataset
 
-from spnir.errors import Param, SpnirError, in_current_words
+from spnir.errors import Param, ParameterError, SpnirError
 from spnir.imageio import header_size, is_image_file, list_images, read_image
 
 log = logging.getLogger("spnir.data")
@@ -323,24 +323,23 @@ class PairedFolder(Dataset):
 
     def _explain_no_layout(self, best: tuple[str, list[str], int] | None,
                            matched: list[tuple[Path, Path]]) -> None:
-        sr_hint = ""
+        sr_hint: tuple[str | Param, ...] = ()
         if self.scale == 1:
             suffixed = [p.name for p in list_images(self.lq_dir) if re.search(r"x\d$", p.stem, re.IGNORECASE)]
             if suffixed:
-                sr_hint = (f"; LQ names such as {suffixed[0]} look like an SR set: give its scale "
-                           f"({in_current_words(Param('scale', 4))}; model.scale: 4 in a training config)")
+                sr_hint = (f"; LQ names such as {suffixed[0]} look like an SR set: give its scale (", Param("scale", 4),
+                           "; model.scale: 4 in a training config)")
         if best is None:
-            raise SpnirError(
+            raise ParameterError(
                 f"{self.lq_dir}: no LQ image pairs with a GT image in {self.gt_dir} under any layout "
-                f"({', '.join(LAYOUTS[:-1])}){self._examples('sr', [])}{sr_hint}; for other names list the "
-                f"pairs in a CSV file "
-                f"(layout: csv with pairs: in a training config)"
+                f"({', '.join(LAYOUTS[:-1])}){self._examples('sr', [])}", *sr_hint, "; for other names list the "
+                "pairs in a CSV file (layout: csv with pairs: in a training config)"
             )
         name, unmatched, total = best
-        raise SpnirError(
+        raise ParameterError(
             f"{self.lq_dir}: closest layout {name!r} ({self._describe(name)}) leaves {len(unmatched)} of {total} "
-            f"LQ images without GT in {self.gt_dir}: {_fmt_unmatched(unmatched)}{self._examples(name, matched)}"
-            f"{sr_hint}"
+            f"LQ images without GT in {self.gt_dir}: {_fmt_unmatched(unmatched)}{self._examples(name, matched)}",
+            *sr_hint
         )
 
     def _describe(self, layout: str) -> str:

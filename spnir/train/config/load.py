@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from spnir.errors import SHOWN_CHARS, Param, SpnirError, in_current_words
+from spnir.errors import SHOWN_CHARS, Param, ParameterError, SpnirError, in_current_words, shown
 from spnir.train.config.rules import check_runnable
 from spnir.train.config.schema import Config, Origin, check_schema
 from spnir.yamlfile import parse_yaml, read_yaml
@@ -77,18 +77,18 @@ def override_param(item: str) -> Param:
     optim.lr=slow`` in ``spnir train`` (a long value cut, as :func:`spnir.errors.shown` cuts)."""
     item = item.strip()
     cut = item if len(item) <= SHOWN_CHARS else f"{item[:SHOWN_CHARS]}... ({len(item)} characters)"
-    return Param("overrides", python=f"override {cut!r}" if cut == item else f"override {cut}", metavar=cut)
+    return Param("overrides", python=f"override {shown(item)}", metavar=cut)
 
 
 def apply_override(config: Config, item: str) -> str:
     """Set ``a.b.c=value`` in ``config`` (value parsed as YAML, so ``[1, 2]`` is a list); returns the key."""
-    named = in_current_words(override_param(item))
+    named = override_param(item)
     if "=" not in item:
-        raise SpnirError(f"{named}: expected key=value, e.g. optim.lr=2e-4")
+        raise ParameterError(named, ": expected key=value, e.g. optim.lr=2e-4")
     key, text = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise SpnirError(f"{named}: expected a dotted key before '=', e.g. optim.lr=2e-4")
+        raise ParameterError(named, ": expected a dotted key before '=', e.g. optim.lr=2e-4")
     value = parse_yaml(text, in_current_words(override_param(key)))  # "--set a.b:1: not valid YAML: ..."
     parts = key.split(".")
     node = config
@@ -97,7 +97,7 @@ def apply_override(config: Config, item: str) -> str:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise SpnirError(f"{named}: {'.'.join(parts[:depth + 1])} is not a section")
+            raise ParameterError(named, f": {'.'.join(parts[:depth + 1])} is not a section")
         node = child
     node[parts[-1]] = value
     return key

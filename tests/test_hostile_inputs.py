@@ -95,6 +95,12 @@ CASES = [
                                 "{out}/m.safetensors", 2),
     Case("export-opset-7", "export --checkpoint {ckpt/sr.safetensors} --out {out}/m.onnx --opset 7", 2),
     Case("export-size-9000", "export --checkpoint {ckpt/sr.safetensors} --out {out}/m.onnx --size 9000 --dynamic", 2),
+    # preset overrides (--set of restore, eval, export): read as strict YAML, before the checkpoint
+    Case("restore-set-python-tag", "restore {img/good.png} --checkpoint {ckpt/sr.safetensors} --out {out} "
+                                   "--set res_scale=!!python/object/apply:os.system", 2),
+    Case("eval-set-deep-yaml", "eval --checkpoint {ckpt/sr.safetensors} --data {set/good} --set res_scale="
+                               + "[" * 40 + "]" * 40, 2),
+    Case("export-set-bad-yaml", "export --checkpoint {ckpt/sr.safetensors} --out {out}/m.onnx --set res_scale=[", 2),
     Case("export-out-folder", "export --checkpoint {ckpt/sr.safetensors} --out {img}/", 2),
     # output folders: full, read-only, an interrupted restore
     Case("restore-full-disk", "restore {img/good.png} --checkpoint {ckpt/sr.safetensors} --out {full}", 2),
